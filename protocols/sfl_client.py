@@ -1,0 +1,91 @@
+"""The client of SplitFed (SFLv1 and SFLv2 alike): it holds the client half and its data.
+
+Per batch: forward the client half, send the cut activations with the labels, get the
+gradient at the cut back, finish backward and step. Per round: send the half's
+weights with the sample count, load the average the server returns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .split_steps import from_wire, state_copy, to_wire
+from splitfed.data.shards import ClientShard, batch_order, client_shard
+from splitfed.models import build_model, resolve_cut, split_model
+from splitfed.optim import make_optimizer
+from splitfed.protocol import Assignment, ClientRole, DataRequest
+from splitfed.transport.link import ClientLink
+from splitfed.wire import Message
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 256
+
+
+def load_shard(assignment: Assignment, data: DataRequest) -> ClientShard:
+    """This client's rows: its slice of a shared source, or the whole local dataset."""
+    whole = data.shard == "all"
+    return client_shard(
+        data.source,
+        clients=1 if whole else assignment.clients,
+        client=0 if whole else assignment.index,
+        scheme=data.partition,
+        test_split=data.test_split,
+        test_fraction=data.test_fraction,
+        seed=data.seed,
+    )
+
+
+class SFLClient(ClientRole):
+    def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
+        super().__init__(assignment, data, device, name)
+        self.shard = load_shard(assignment, data)
+        cfg = self.config
+        full = build_model(cfg.model, self.shard.shape, len(self.shard.classes), cfg.seed)
+        self.half = split_model(full, resolve_cut(cfg.model, cfg.cut, full))[0].to(device)
+        self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def setup(self, link: ClientLink) -> None:
+        s = self.shard
+        meta = {"n_train": len(s.train_y), "n_test": len(s.test_y), "classes": s.classes, "shape": list(s.shape)}
+        link.request(Message("ready", meta=meta), expect=("ack",))
+
+    def train_round(self, link: ClientLink, round: int) -> None:
+        cfg, s = self.config, self.shard
+        self.half.train()
+        for epoch in range(cfg.local_epochs):
+            batches = batch_order(
+                len(s.train_y), cfg.batch_size, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch
+            )
+            for i, rows in enumerate(batches):
+                last = epoch == cfg.local_epochs - 1 and i == len(batches) - 1
+                self.train_batch(link, s.train_x[rows], s.train_y[rows], last=last, step=i)
+        self.exchange_weights(link)
+
+    def train_batch(self, link: ClientLink, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
+        acts = self.half(x.to(self.device))
+        msg = Message(
+            "forward", meta={"last": last}, tensors={"acts": to_wire(acts, self.config.wire_dtype), "labels": y}, step=step
+        )
+        reply = link.request(msg, expect=("gradient",))
+        self.opt.zero_grad(set_to_none=True)
+        acts.backward(from_wire(reply.tensors["grad"], self.device))
+        self.opt.step()
+
+    def exchange_weights(self, link: ClientLink) -> None:
+        msg = Message("weights", meta={"n": len(self.shard.train_y)}, tensors=state_copy(self.half))
+        reply = link.request(msg, expect=("weights",))
+        self.half.load_state_dict(reply.tensors)
+
+    @torch.no_grad()
+    def evaluate(self, link: ClientLink, round: int) -> None:
+        s = self.shard
+        self.half.eval()
+        for start in range(0, len(s.test_y), EVAL_BATCH):
+            x, y = s.test_x[start : start + EVAL_BATCH], s.test_y[start : start + EVAL_BATCH]
+            acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
+            link.request(Message("eval", tensors={"acts": acts, "labels": y}), expect=("eval_result",))
+        self.half.train()
+        link.send(Message("eval_done"))

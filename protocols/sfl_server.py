@@ -1,0 +1,119 @@
+"""What SFLv1's and SFLv2's servers share: the handshake, evaluation and round-end FedAvg."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from splitfed.aggregation import fedavg
+from splitfed.errors import ProtocolError
+from splitfed.metrics import Tally
+from splitfed.models import build_model, resolve_cut, split_model
+from splitfed.optim import make_optimizer
+from splitfed.protocol import RoundResult, ServerRole
+from splitfed.transport.link import ServerLink
+from splitfed.wire import Message
+
+from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
+
+log = logging.getLogger(__name__)
+
+
+class SFLServerBase(ServerRole):
+    """Subclasses say how many server halves there are and in which order clients train."""
+
+    def setup(self, link: ServerLink) -> dict[str, Any]:
+        ready: dict[str, dict] = {}
+        while len(ready) < len(link.clients):
+            peer, msg = link.recv(expect=("ready",))
+            ready[peer] = msg.meta
+        first = ready[link.clients[0]]
+        for peer, meta in ready.items():
+            if meta["classes"] != first["classes"] or meta["shape"] != first["shape"]:
+                raise ProtocolError(
+                    f"{peer} holds classes {meta['classes']} of shape {meta['shape']}, but "
+                    f"{link.clients[0]} holds {first['classes']} of shape {first['shape']}: every client needs the same"
+                )
+        self.clients = list(link.clients)
+        self.n_train = {p: int(ready[p]["n_train"]) for p in self.clients}
+        self.classes, self.shape = list(first["classes"]), tuple(first["shape"])
+        cfg = self.config
+        full = build_model(cfg.model, self.shape, len(self.classes), cfg.seed)
+        self.cut = resolve_cut(cfg.model, cfg.cut, full)
+        client_half, server_half = split_model(full, self.cut)
+        self.client_state = state_copy(client_half)
+        self.halves = {key: self._copy(server_half) for key in self.half_keys()}
+        self.opts = {
+            key: make_optimizer(h.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+            for key, h in self.halves.items()
+        }
+        for peer in self.clients:
+            link.reply(peer, Message("ack"))
+        return {
+            "clients": {p: {k: ready[p][k] for k in ("n_train", "n_test")} for p in self.clients},
+            "classes": self.classes,
+            "input_shape": list(self.shape),
+            "cut": self.cut,
+        }
+
+    def half_keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def half_for(self, peer: str) -> str:
+        raise NotImplementedError
+
+    def _copy(self, half: nn.Module) -> nn.Module:
+        clone = build_model(self.config.model, self.shape, len(self.classes), self.config.seed)
+        server = split_model(clone, self.cut)[1]
+        server.load_state_dict(half.state_dict())
+        return server.to(self.device)
+
+    def forward_step(self, link: ServerLink, peer: str, msg: Message, tally: Tally) -> None:
+        key = self.half_for(peer)
+        acts = from_wire(msg.tensors["acts"], self.device)
+        labels = msg.tensors["labels"].to(self.device)
+        grad, logits, loss_sum = server_step(self.halves[key], self.opts[key], acts, labels)
+        correct = tally.add(logits, labels, loss_sum)
+        reply = Message(
+            "gradient",
+            meta={"loss": loss_sum / len(labels), "correct": correct},
+            tensors={"grad": to_wire(grad, self.config.wire_dtype)},
+            step=msg.step,
+        )
+        link.reply(peer, reply)
+
+    def average_clients(self, link: ServerLink, weights: dict[str, Message]) -> None:
+        """FedAvg of the client halves, weighted by sample count; everyone gets the average."""
+        order = sorted(weights, key=self.clients.index)
+        avg = fedavg([weights[p].tensors for p in order], [float(weights[p].meta["n"]) for p in order])
+        self.client_state = avg
+        for peer in order:
+            link.reply(peer, Message("weights", tensors=avg))
+
+    def evaluate(self, link: ServerLink, round: int) -> RoundResult:
+        tally = Tally(len(self.classes))
+        finished: set[str] = set()
+        while len(finished) < len(self.clients):
+            peer, msg = link.recv(expect=("eval", "eval_done"))
+            if msg.kind == "eval_done":
+                finished.add(peer)
+                continue
+            labels = msg.tensors["labels"].to(self.device)
+            logits, loss_sum = server_eval(
+                self.halves[self.half_for(peer)], from_wire(msg.tensors["acts"], self.device), labels
+            )
+            correct = tally.add(logits, labels, loss_sum)
+            link.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
+        return RoundResult(tally)
+
+    def checkpoint(self) -> dict[str, Any]:
+        first = self.halves[self.half_keys()[0]]
+        return {"client_half": self.client_state, "server_half": state_copy(first)}
+
+    @staticmethod
+    def check_sender(peer: str, msg: Message, seen: dict[str, Any]) -> None:
+        if peer in seen:
+            raise ProtocolError(f"{peer} sent {msg.kind!r} twice in one round")

@@ -1,0 +1,55 @@
+"""SFLv1 (SplitFed, Thapa et al., AAAI 2022).
+
+All clients train at once. The server keeps one copy of the server half per client
+and trains it on that client's activations only; at round end the client halves and
+the server copies are each averaged (FedAvg, weighted by sample count) and every copy
+starts the next round from the average. Optimizer state (momentum, Adam moments)
+belongs to each copy and persists across batches and rounds; only weights are averaged.
+"""
+
+from __future__ import annotations
+
+from splitfed.aggregation import fedavg
+from splitfed.metrics import Tally
+from splitfed.protocol import ProtocolSpec, RoundResult
+from splitfed.transport.link import ServerLink
+from splitfed.wire import Message
+
+from .sfl_client import SFLClient
+from .sfl_server import SFLServerBase
+
+
+class SFLv1Server(SFLServerBase):
+    def half_keys(self) -> list[str]:
+        return list(self.clients)
+
+    def half_for(self, peer: str) -> str:
+        return peer
+
+    def train_round(self, link: ServerLink, round: int) -> RoundResult:
+        tally = Tally(len(self.classes))
+        weights: dict[str, Message] = {}
+        while len(weights) < len(self.clients):
+            peer, msg = link.recv(expect=("forward", "weights"))
+            if msg.kind == "forward":
+                self.forward_step(link, peer, msg, tally)
+            else:
+                self.check_sender(peer, msg, weights)
+                weights[peer] = msg
+        self.average_server_copies()
+        self.average_clients(link, weights)
+        return RoundResult(tally)
+
+    def average_server_copies(self) -> None:
+        order = list(self.clients)
+        avg = fedavg([self.halves[p].state_dict() for p in order], [float(self.n_train[p]) for p in order])
+        for p in order:
+            self.halves[p].load_state_dict(avg)
+
+
+SPEC = ProtocolSpec(
+    name="sflv1",
+    summary="SplitFed v1: clients train in parallel, one server-half copy per client, both halves FedAvg'd per round",
+    server=SFLv1Server,
+    client=SFLClient,
+)

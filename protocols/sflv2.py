@@ -1,0 +1,90 @@
+"""SFLv2 (SplitFed, Thapa et al., AAAI 2022).
+
+One server half, trained on the clients' activations in turn, in a fresh random
+order each round (seeded, so runs repeat). Two orders are offered:
+
+* ``sequential`` (default, as the reference code): a client runs its whole local
+  epoch(s) in its turn, then the next client starts;
+* ``interleaved`` (as the paper describes): one batch per client in turn, round-robin.
+
+Client halves are averaged (FedAvg, weighted by sample count) at round end; the single
+server half is not averaged. Optimizer state persists across batches and rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from splitfed.metrics import Tally
+from splitfed.protocol import ProtocolSpec, RoundResult
+from splitfed.transport.link import ServerLink
+from splitfed.wire import Message
+
+from .sfl_client import SFLClient
+from .sfl_server import SFLServerBase
+
+ORDERS = ("sequential", "interleaved")
+
+
+class SFLv2Server(SFLServerBase):
+    def half_keys(self) -> list[str]:
+        return ["shared"]
+
+    def half_for(self, peer: str) -> str:
+        return "shared"
+
+    def turn_order(self, round: int) -> list[str]:
+        rng = np.random.default_rng([self.config.seed, round])
+        return [self.clients[i] for i in rng.permutation(len(self.clients))]
+
+    def train_round(self, link: ServerLink, round: int) -> RoundResult:
+        interleaved = self.config.option("order", "sequential") == "interleaved"
+        tally = Tally(len(self.classes))
+        active, turn = self.turn_order(round), 0
+        waiting: dict[str, Message] = {}  # forwards held back until their sender's turn
+        weights: dict[str, Message] = {}
+        while len(weights) < len(self.clients):
+            peer, msg = link.recv(expect=("forward", "weights"))
+            if msg.kind == "weights":
+                self.check_sender(peer, msg, weights)
+                weights[peer] = msg
+                continue
+            waiting[peer] = msg
+            while active and active[turn] in waiting:
+                current = active[turn]
+                batch = waiting.pop(current)
+                self.forward_step(link, current, batch, tally)
+                if batch.meta.get("last"):
+                    active.remove(current)
+                elif interleaved:
+                    turn += 1
+                turn = turn % len(active) if active else 0
+        self.average_clients(link, weights)
+        return RoundResult(tally)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="sequential",
+        help="sequential (default, as the reference code): each client runs its whole local epoch in its turn; "
+        "interleaved (as the paper): one batch per client, round-robin in the round's random order",
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"order": args.order}
+
+
+SPEC = ProtocolSpec(
+    name="sflv2",
+    summary="SplitFed v2: one server half trained on clients in a random order each round; client halves FedAvg'd",
+    server=SFLv2Server,
+    client=SFLClient,
+    add_arguments=_add_arguments,
+    options=_options,
+)

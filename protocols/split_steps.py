@@ -1,0 +1,45 @@
+"""The maths both halves of a split model do per batch, shared by every split protocol."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WIRE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def to_wire(t: torch.Tensor, wire_dtype: str) -> torch.Tensor:
+    """Detach, move to CPU and cast a float tensor to the wire dtype (activations, gradients)."""
+    return t.detach().to("cpu", WIRE[wire_dtype])
+
+
+def from_wire(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t.to(device=device, dtype=torch.float32)
+
+
+def server_step(
+    half: nn.Module, opt: torch.optim.Optimizer, acts: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Forward the server half, step its optimizer; return (grad at the cut, logits, loss sum)."""
+    acts = acts.detach().requires_grad_(True)
+    logits = half(acts)
+    loss = F.cross_entropy(logits, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return acts.grad, logits.detach(), float(loss.detach()) * len(labels)
+
+
+@torch.no_grad()
+def server_eval(half: nn.Module, acts: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    was_training = half.training
+    half.eval()
+    logits = half(acts)
+    half.train(was_training)
+    return logits, float(F.cross_entropy(logits, labels, reduction="sum"))
+
+
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state dict, safe to send zero-copy while training goes on."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

@@ -1,0 +1,117 @@
+"""The run configuration: one frozen dataclass, validated once at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitfed.errors import ConfigError
+from splitfed.optim import OPTIMIZERS
+
+WIRE_DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. The server sends the training part to every client."""
+
+    protocol: str
+    clients: int = 2
+    epochs: int = 20
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    model: str = "cnn"
+    cut: int | None = None
+    seed: int = 0
+    wire_dtype: str = "float32"
+    # data (each client process applies these to load only its own rows)
+    data: str = "digits"
+    partition: str = "iid"
+    test_split: str = "random"
+    test_fraction: float = 0.2
+    # runtime
+    device: str = "cpu"
+    timeout: float = 60.0
+    max_message_mb: int = 512
+    checkpoint_every: int = 1
+    threads: int = 0  # torch threads per process; 0 = cores / processes
+    # protocol-specific options (e.g. sflv2's order), validated by the protocol
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "clients": self.clients,
+            "epochs": self.epochs,
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "max_message_mb": self.max_message_mb,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.wire_dtype not in WIRE_DTYPES:
+            raise ConfigError(f"--wire-dtype {self.wire_dtype!r} is not one of {WIRE_DTYPES}")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"--device {self.device!r} is not one of cpu, cuda, cuda:N")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+        if self.cut is not None and self.cut < 1:
+            raise ConfigError(f"--cut must be >= 1, got {self.cut}")
+        if self.checkpoint_every < 0:
+            raise ConfigError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_message_mb * 1024 * 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+
+#: Fields the server decides and sends to clients in ``welcome``; the rest are per party.
+TRAINING_FIELDS = (
+    "protocol",
+    "clients",
+    "epochs",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "model",
+    "cut",
+    "seed",
+    "wire_dtype",
+    "timeout",
+    "max_message_mb",
+    "options",
+)

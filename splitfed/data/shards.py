@@ -1,0 +1,73 @@
+"""What one client holds: its training and test rows, loaded, plus a batch order.
+
+The batch order is a pure function of (seed, client, round, local epoch), so the
+equivalence tests can replay exactly the batches a protocol saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from splitfed.data.datasets import DatasetIndex, load_index
+from splitfed.data.partition import partition, split_train_test
+
+
+@dataclass
+class ClientShard:
+    classes: list[str]
+    shape: tuple[int, int, int]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_ids: list[str]
+    test_ids: list[str]
+
+
+def client_rows(
+    index: DatasetIndex, clients: int, client: int, scheme: str, test_split: str, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of client ``client``'s train and test data (same answer on every party)."""
+    train, test = split_train_test(index.labels, index.subjects, test_split, test_fraction, seed)
+    train_parts = partition(train, index.labels, index.subjects, clients, scheme, seed + 1)
+    # Test rows are shared out too (each party holds its own); subject-wise when asked.
+    test_scheme = "subject" if scheme == "subject" else "iid"
+    test_parts = partition(test, index.labels, index.subjects, clients, test_scheme, seed + 2)
+    return train_parts[client], test_parts[client]
+
+
+def client_shard(
+    source: str,
+    *,
+    clients: int = 1,
+    client: int = 0,
+    scheme: str = "iid",
+    test_split: str = "random",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> ClientShard:
+    index = load_index(source)
+    train_rows, test_rows = client_rows(index, clients, client, scheme, test_split, test_fraction, seed)
+    train_x, train_y = index.load(train_rows)
+    test_x, test_y = index.load(test_rows)
+    return ClientShard(
+        classes=index.classes,
+        shape=index.shape,
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        train_ids=[index.ids[i] for i in train_rows],
+        test_ids=[index.ids[i] for i in test_rows],
+    )
+
+
+def batch_order(n: int, batch_size: int, *, seed: int, client: int, round: int, epoch: int) -> list[torch.Tensor]:
+    """Shuffled mini-batches of ``range(n)`` for one local epoch; deterministic in its arguments."""
+    state = np.random.SeedSequence([seed, client, round, epoch]).generate_state(1)[0]
+    gen = torch.Generator().manual_seed(int(state))
+    perm = torch.randperm(n, generator=gen)
+    return list(perm.split(batch_size))

@@ -1,0 +1,71 @@
+"""Classification metrics from sums and a confusion matrix (mergeable across parties)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Tally:
+    """Running sums for one phase (train or test); merge tallies from many clients with +."""
+
+    n_classes: int
+    loss_sum: float = 0.0
+    correct: int = 0
+    count: int = 0
+    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.confusion is None:
+            self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> int:
+        """Add one batch; returns the number of correct predictions in it."""
+        pred = logits.argmax(dim=1).cpu().numpy()
+        true = labels.cpu().numpy()
+        np.add.at(self.confusion, (true, pred), 1)
+        correct = int((pred == true).sum())
+        self.loss_sum += float(loss_sum)
+        self.correct += correct
+        self.count += len(true)
+        return correct
+
+    def add_counts(self, loss_sum: float, correct: int, count: int) -> None:
+        self.loss_sum += float(loss_sum)
+        self.correct += int(correct)
+        self.count += int(count)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.n_classes,
+            self.loss_sum + other.loss_sum,
+            self.correct + other.correct,
+            self.count + other.count,
+            self.confusion + other.confusion,
+        )
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.count if self.count else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else float("nan")
+
+    @property
+    def macro_f1(self) -> float:
+        return macro_f1(self.confusion)
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Unweighted mean F1 over classes that occur in the labels or the predictions."""
+    tp = np.diag(confusion).astype(float)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    present = (support + predicted) > 0
+    if not present.any():
+        return float("nan")
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=(support + predicted) > 0)
+    return float(f1[present].mean())

@@ -1,0 +1,36 @@
+"""A compact CNN for small images: the built-in 8x8 digits and 64x128 eye crops alike."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _pool_if(size: int) -> nn.Module:
+    return nn.MaxPool2d(2) if size >= 2 else nn.Identity()
+
+
+def compact_cnn(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> list[tuple[str, nn.Module]]:
+    """Four blocks: three conv blocks (conv, GroupNorm, ReLU, pool) and a classifier.
+
+    GroupNorm rather than BatchNorm: it has no running statistics, so averaging
+    weights across clients (FedAvg) is exact and batch size does not matter.
+    """
+    c, h, w = shape
+    w1, w2, w3 = width, 2 * width, 4 * width
+    # pooled sizes after two 2x2 pools, then an adaptive pool to at most 4x4
+    h2, w2_ = max(1, h // 4), max(1, w // 4)
+    out_h, out_w = min(4, h2), min(4, w2_)
+    return [
+        ("conv1", nn.Sequential(nn.Conv2d(c, w1, 3, padding=1), nn.GroupNorm(8, w1), nn.ReLU(), _pool_if(h))),
+        ("conv2", nn.Sequential(nn.Conv2d(w1, w2, 3, padding=1), nn.GroupNorm(8, w2), nn.ReLU(), _pool_if(h // 2))),
+        (
+            "conv3",
+            nn.Sequential(
+                nn.Conv2d(w2, w3, 3, padding=1), nn.GroupNorm(8, w3), nn.ReLU(), nn.AdaptiveAvgPool2d((out_h, out_w))
+            ),
+        ),
+        (
+            "head",
+            nn.Sequential(nn.Flatten(), nn.Linear(w3 * out_h * out_w, 128), nn.ReLU(), nn.Linear(128, n_classes)),
+        ),
+    ]

@@ -1,0 +1,62 @@
+"""Plots for people who would rather look than read. Written atomically as PNG."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    from splitfed.runtime.outputs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _figure().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss and accuracy per round, train and test."""
+    plt = _figure()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    x = [r["round"] for r in rows]
+    for key, style in (("train", "--"), ("test", "-")):
+        ax_loss.plot(x, [r.get(f"{key}_loss") for r in rows], style, label=key)
+        ax_acc.plot(x, [r.get(f"{key}_accuracy") for r in rows], style, label=key)
+    ax_loss.set(xlabel="round", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="round", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str = "test confusion") -> None:
+    plt = _figure()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    _save(fig, path)

@@ -1,0 +1,1 @@
+"""Runtime: the loops, processes, progress, checkpoints and run outputs."""

@@ -1,0 +1,143 @@
+"""``splitfed run``: one server and N client processes on this machine, watched until done.
+
+The parties are real OS processes started through the same ``splitfed server`` and
+``splitfed client`` commands a multi-machine user runs by hand. The launcher waits
+for them and propagates the first failure: every process is stopped, and the error
+names the party, its exit status and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitfed.config import RunConfig
+from splitfed.errors import PartyFailedError
+from splitfed.runtime.outputs import RunWriter
+
+log = logging.getLogger(__name__)
+
+POLL = 0.1
+GRACE = 10.0
+
+
+@dataclass
+class Party:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def describe_exit(self) -> str:
+        rc = self.proc.returncode
+        if rc is not None and rc < 0:
+            try:
+                how = f"was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                how = f"was killed by signal {-rc}"
+        else:
+            how = f"exited with status {rc}"
+        return f"{self.name} (pid {self.proc.pid}) {how}{_log_tail(self.log_path)}"
+
+
+def _log_tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; last lines of {path}:\n    " + "\n    ".join(text) if text else f" (log: {path})"
+
+
+def free_tcp_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def make_address(transport: str) -> str:
+    if transport == "tcp":
+        return free_tcp_address()
+    path = Path(tempfile.mkdtemp(prefix="splitfed-")) / "server.sock"
+    return f"ipc://{path}"
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "splitfed", *args]
+
+
+def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool = False) -> Path:
+    """Run a whole local run; return the path of summary.json. Raises PartyFailedError."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    RunWriter(out).write_config(config.to_dict())
+    address = make_address(transport)
+    threads = config.threads or max(1, (os.cpu_count() or 1) // (config.clients + 1))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server_cmd = _command("server", "--config", str(out / "config.json"), "--address", address, "--out", str(out),
+                          "--threads", str(threads), *(["--quiet"] if quiet else []))
+    parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
+    for i in range(config.clients):
+        name = f"client-{i}"
+        cmd = _command(
+            "client", "--server", address, "--name", name, "--data", config.data, "--partition", config.partition,
+            "--test-split", config.test_split, "--test-fraction", str(config.test_fraction),
+            "--data-seed", str(config.seed), "--shard", "auto", "--device", config.device,
+            "--timeout", str(config.timeout), "--threads", str(threads),
+        )
+        parties.append(_start(name, cmd, out, env))
+    try:
+        _watch(parties)
+    except KeyboardInterrupt:
+        _stop(parties, first=signal.SIGINT)
+        raise
+    return out / "summary.json"
+
+
+def _start(name: str, cmd: list[str], out: Path, env: dict, inherit_stderr: bool = False) -> Party:
+    log_path = out / "logs" / f"{name}.log"
+    with open(log_path, "ab") as fh:
+        if inherit_stderr:  # the server's progress goes to our terminal, its log lines to the file
+            env = {**env, "SPLITFED_LOG_FILE": str(log_path)}
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+        else:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return Party(name, proc, log_path)
+
+
+def _watch(parties: list[Party]) -> None:
+    server = parties[0]
+    server_done_at: float | None = None
+    while True:
+        for p in parties:
+            if p.proc.poll() not in (None, 0):
+                _stop([q for q in parties if q is not p])
+                raise PartyFailedError(p.name, p.describe_exit())
+        if all(p.proc.returncode == 0 for p in parties):
+            return
+        if server.proc.returncode == 0:
+            server_done_at = server_done_at or time.monotonic()
+            if time.monotonic() - server_done_at > GRACE:
+                stuck = [p for p in parties if p.proc.returncode is None]
+                _stop(stuck)
+                raise PartyFailedError(stuck[0].name, f"still running {GRACE:g} s after the server finished")
+        time.sleep(POLL)
+
+
+def _stop(parties: list[Party], first: signal.Signals = signal.SIGTERM) -> None:
+    for p in parties:
+        if p.proc.poll() is None:
+            p.proc.send_signal(first)
+    deadline = time.monotonic() + GRACE
+    for p in parties:
+        try:
+            p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait()

@@ -1,0 +1,89 @@
+"""The run folder (DESIGN.md, "Run output contract"), every file written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=True) + "\n").encode())
+
+
+class RunWriter:
+    """Writes config.json, metrics.jsonl, summary.json, checkpoint.pt and the plots."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def summary_path(self) -> Path:
+        return self.out / "summary.json"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.out / "config.json", config)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        # Append-only with one write per line: a crash loses at most the line being written.
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+            fh.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.out / "checkpoint.pt", buf.getvalue())
+
+    def write_plots(self, classes: list[str], confusion: np.ndarray | None) -> None:
+        from splitfed.plots import plot_confusion, plot_curves
+
+        if self.rows:
+            plot_curves(self.rows, self.out / "curves.png")
+        if confusion is not None:
+            plot_confusion(confusion, classes, self.out / "confusion.png")

@@ -1,0 +1,179 @@
+"""The server process: accept clients, run the protocol's rounds, write the run folder."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from splitfed import registry
+from splitfed.config import TRAINING_FIELDS, RunConfig
+from splitfed.runtime.outputs import RunWriter
+from splitfed.runtime.progress import Progress
+from splitfed.transport.link import ServerLink
+from splitfed.transport.zeromq import ZmqServerTransport
+from splitfed.wire import Message
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop, but write what we have first."""
+
+
+def natural_key(name: str) -> list[Any]:
+    """client-2 before client-10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def resolve_device(name: str) -> torch.device:
+    from splitfed.errors import ConfigError
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int, processes: int) -> None:
+    import os
+
+    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+    torch.set_num_threads(n)
+
+
+def accept_clients(link: ServerLink, config: RunConfig) -> None:
+    """Wait for ``config.clients`` hellos, then welcome each with its index and the config."""
+    while len(link.clients) < config.clients:
+        peer, msg = link.recv(expect=("hello",))
+        if msg.meta.get("version") != _version():
+            link._try_error(peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}")
+            continue
+        link.register(peer)
+        log.info("%s joined (%d/%d)", peer, len(link.clients), config.clients)
+    link.clients.sort(key=natural_key)
+    training = {k: v for k, v in config.to_dict().items() if k in TRAINING_FIELDS}
+    for i, peer in enumerate(link.clients):
+        link.reply(peer, Message("welcome", meta={"config": training, "index": i, "clients": config.clients}))
+
+
+def _version() -> str:
+    from splitfed import __version__
+
+    return __version__
+
+
+def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) -> Path:
+    """Run the server side of a whole run; return the path of summary.json."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    set_threads(config.threads, config.clients + 1)
+    device = resolve_device(config.device)
+    writer = RunWriter(out)
+    writer.write_config(config.to_dict())
+    spec = registry.get(config.protocol)
+    link = ServerLink(ZmqServerTransport(address, max_bytes=config.max_bytes), timeout=config.timeout,
+                      max_bytes=config.max_bytes)
+    log.info("%s server listening at %s for %d client(s)", config.protocol, link.transport.address, config.clients)
+    state: dict[str, Any] = {"status": "running", "rounds_done": 0}
+    role = None
+    bar = Progress(config.epochs, config.protocol, enabled=progress)
+    started = time.monotonic()
+    try:
+        accept_clients(link, config)
+        role = spec.server(config, device)
+        facts = role.setup(link)
+        sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
+        writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
+        for rnd in range(1, config.epochs + 1):
+            link.round = rnd
+            t0 = time.monotonic()
+            train = role.train_round(link, rnd)
+            test = role.evaluate(link, rnd)
+            row = _metrics_row(rnd, train, test, time.monotonic() - t0, link, sent_before)
+            sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
+            writer.append_metrics(row)
+            state.update(rounds_done=rnd, last_test=test, last_train=train)
+            writer.write_summary(_summary(config, role, state, writer, link, started))
+            if config.checkpoint_every and (rnd % config.checkpoint_every == 0 or rnd == config.epochs):
+                writer.write_checkpoint({"round": rnd, "config": config.to_dict(), **role.checkpoint()})
+            for peer in link.clients:
+                link.reply(peer, Message("done" if rnd == config.epochs else "ack"))
+            bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
+        state["status"] = "completed"
+    except (KeyboardInterrupt, Terminated):
+        state["status"] = "interrupted"
+        log.warning("interrupted after %d round(s); writing what we have", state["rounds_done"])
+        raise
+    except BaseException as exc:
+        state.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        bar.close()
+        if role is not None:
+            writer.write_summary(_summary(config, role, state, writer, link, started))
+            last = state.get("last_test")
+            try:
+                writer.write_plots(role.classes, last.tally.confusion if last else None)
+            except Exception as exc:  # plots must never hide the real outcome
+                log.warning("could not draw plots: %s", exc)
+        link.close()
+    return writer.summary_path
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _metrics_row(
+    rnd: int, train: Any, test: Any, seconds: float, link: ServerLink, before: tuple[int, int]
+) -> dict[str, Any]:
+    s = link.stats
+    return {
+        "round": rnd,
+        "train_loss": train.tally.loss,
+        "train_accuracy": train.tally.accuracy,
+        "test_loss": test.tally.loss,
+        "test_accuracy": test.tally.accuracy,
+        "test_macro_f1": test.tally.macro_f1,
+        "wall_seconds": seconds,
+        # this round, from the clients' side: "sent" is what all clients uploaded, "received" what they downloaded
+        "bytes_sent": s.bytes_received - before[0],
+        "bytes_received": s.bytes_sent - before[1],
+        **{f"train_{k}": v for k, v in train.extra.items()},
+    }
+
+
+def _summary(config: RunConfig, role: Any, state: dict[str, Any], writer: RunWriter, link: ServerLink,
+             started: float) -> dict[str, Any]:
+    rows = writer.rows
+    test, train = state.get("last_test"), state.get("last_train")
+    wall = time.monotonic() - started
+    return {
+        "protocol": config.protocol,
+        "clients": config.clients,
+        "epochs": config.epochs,
+        "rounds_done": state["rounds_done"],
+        "status": state["status"],
+        **({"error": state["error"]} if "error" in state else {}),
+        "test_accuracy": test.tally.accuracy if test else None,
+        "test_macro_f1": test.tally.macro_f1 if test else None,
+        "test_loss": test.tally.loss if test else None,
+        "train_accuracy": train.tally.accuracy if train else None,
+        "train_loss": train.tally.loss if train else None,
+        "best_test_accuracy": max((r["test_accuracy"] for r in rows), default=None),
+        "wall_seconds": wall,
+        "seconds_per_epoch": sum(r["wall_seconds"] for r in rows) / len(rows) if rows else None,
+        "bytes_sent": link.stats.bytes_received,
+        "bytes_received": link.stats.bytes_sent,
+        "tensor_bytes_sent": link.stats.tensor_bytes_received,
+        "tensor_bytes_received": link.stats.tensor_bytes_sent,
+        "messages_rejected": link.stats.rejected,
+        "bytes_by_client": {p: {"sent": v["received"], "received": v["sent"]} for p, v in link.stats.by_peer.items()},
+        "classes": role.classes,
+        "confusion": test.tally.confusion if test else None,
+        **role.summary(),
+    }

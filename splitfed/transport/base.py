@@ -1,0 +1,43 @@
+"""The two transport interfaces. A transport moves lists of frames and nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+Frames = Sequence[Any]  # bytes, memoryview or zmq.Frame: anything with the buffer protocol
+
+
+class ServerTransport(ABC):
+    """The server end: many peers, each known by a name it chose."""
+
+    address: str
+
+    @abstractmethod
+    def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
+        """Next (peer, frames), or None if nothing arrived within ``timeout`` seconds."""
+
+    @abstractmethod
+    def send(self, peer: str, frames: Frames) -> None:
+        """Send frames to ``peer``; raise PeerLostError if the peer is not connected."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class ClientTransport(ABC):
+    """The client end: one server."""
+
+    address: str
+    name: str
+
+    @abstractmethod
+    def recv(self, timeout: float) -> list[Any] | None:
+        """Next frames from the server, or None after ``timeout`` seconds."""
+
+    @abstractmethod
+    def send(self, frames: Frames) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

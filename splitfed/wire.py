@@ -1,0 +1,218 @@
+"""The wire format: a message is one JSON header frame plus one raw frame per tensor.
+
+Two pure functions, :func:`encode` and :func:`decode`, turn a :class:`Message` into a
+list of buffers and back. Nothing here is ever unpickled: the header is JSON, tensors
+are raw native-order (little-endian on every supported platform) bytes of a whitelisted dtype, and :func:`decode` validates the
+frame count, every dtype, every shape and every length against a size cap *before*
+allocating anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from splitfed.errors import WireError
+
+WIRE_VERSION = 1
+
+#: Message kinds a peer may send. Anything else is rejected by :func:`decode`.
+KINDS = frozenset(
+    {
+        "hello",  # client -> server: who I am, what data I hold
+        "welcome",  # server -> client: the run's configuration
+        "ready",  # client -> server: a protocol's own handshake (data description)
+        "forward",  # client -> server: cut-layer activations (+ labels)
+        "gradient",  # server -> client: gradient at the cut (+ loss, correct)
+        "weights",  # both ways: a model half's weights at round end
+        "eval",  # client -> server: activations of a test batch
+        "eval_result",  # server -> client: loss and correct count of a test batch
+        "eval_done",  # client -> server: no more test batches this round
+        "turn",  # server -> client: it is your turn (protocols that take turns)
+        "ack",  # either way: received, nothing to return
+        "wait",  # server -> client: keep-alive while a client waits on others
+        "done",  # server -> client: the run is over, exit
+        "error",  # either way: a request was rejected; meta["error"] says why
+        "psi",  # PSI protocol messages (serialized protobuf bytes as uint8 tensors)
+        "ids",  # a list of sample ids (PyVertical batches and alignment)
+        "hidden",  # FedSL: a hidden state handed along the sequence
+    }
+)
+
+#: Dtypes allowed on the wire, by their wire name.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_TENSORS = 1024
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_NDIM = 8
+
+
+@dataclass
+class Message:
+    """One message: a kind, small JSON metadata and named tensors."""
+
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    sender: str = ""
+    round: int = 0
+    step: int = 0
+    id: int = 0
+
+
+def _as_bytes_view(t: torch.Tensor) -> memoryview:
+    """A zero-copy byte view of a CPU tensor (bfloat16 and bool included)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    # view as uint8 reinterprets the storage without a copy, for every dtype.
+    flat = t.reshape(-1).view(torch.uint8) if t.dtype != torch.bool else t.reshape(-1).to(torch.uint8)
+    return memoryview(flat.numpy())
+
+
+def encode(msg: Message) -> list[bytes | memoryview]:
+    """Turn a message into frames: ``[header_json, tensor_0, tensor_1, ...]``."""
+    if msg.kind not in KINDS:
+        raise WireError(f"unknown message kind {msg.kind!r}; known kinds: {sorted(KINDS)}")
+    specs = []
+    frames: list[bytes | memoryview] = []
+    for name, tensor in msg.tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise WireError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+        dtype = _DTYPE_NAMES.get(tensor.dtype)
+        if dtype is None:
+            raise WireError(f"tensor {name!r} has dtype {tensor.dtype}, not allowed on the wire: {sorted(DTYPES)}")
+        specs.append({"name": name, "dtype": dtype, "shape": list(tensor.shape)})
+        frames.append(_as_bytes_view(tensor))
+    header = {
+        "v": WIRE_VERSION,
+        "kind": msg.kind,
+        "sender": msg.sender,
+        "round": msg.round,
+        "step": msg.step,
+        "id": msg.id,
+        "meta": msg.meta,
+        "tensors": specs,
+    }
+    try:
+        head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"message metadata is not plain JSON: {exc}") from exc
+    return [head, *frames]
+
+
+def _frame_len(frame: Any) -> int:
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+
+
+def _check_spec(spec: Any, index: int) -> tuple[str, torch.dtype, tuple[int, ...], int]:
+    if not isinstance(spec, dict):
+        raise WireError(f"tensor spec {index} is not an object")
+    name, dtype_name, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+    if not isinstance(name, str) or not name:
+        raise WireError(f"tensor spec {index} has no valid name")
+    if dtype_name not in DTYPES:
+        raise WireError(f"tensor {name!r}: dtype {dtype_name!r} is not allowed; allowed: {sorted(DTYPES)}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise WireError(f"tensor {name!r}: shape {shape!r} is not a list of at most {MAX_NDIM} sizes >= 0")
+    dtype = DTYPES[dtype_name]
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return name, dtype, tuple(shape), math.prod(shape) * itemsize
+
+
+def decode(
+    frames: Sequence[Any],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_tensors: int = DEFAULT_MAX_TENSORS,
+) -> Message:
+    """Validate frames and build a :class:`Message`; raise :class:`WireError` on anything odd.
+
+    Every check happens before any tensor memory is allocated.
+    """
+    if not frames:
+        raise WireError("empty message: expected a JSON header frame")
+    if len(frames) - 1 > max_tensors:
+        raise WireError(f"message has {len(frames) - 1} tensor frames, more than the cap of {max_tensors}")
+    total = sum(_frame_len(f) for f in frames)
+    if total > max_bytes:
+        raise WireError(f"message of {total} bytes exceeds the cap of {max_bytes} bytes (--max-message-mb)")
+    head_bytes = bytes(frames[0])
+    if len(head_bytes) > MAX_HEADER_BYTES:
+        raise WireError(f"header of {len(head_bytes)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(head_bytes)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WireError("header is not a JSON object")
+    if header.get("v") != WIRE_VERSION:
+        raise WireError(f"wire version {header.get('v')!r} is not {WIRE_VERSION}: run the same splitfed on every party")
+    kind = header.get("kind")
+    if kind not in KINDS:
+        raise WireError(f"unknown message kind {kind!r}")
+    meta, specs = header.get("meta", {}), header.get("tensors", [])
+    if not isinstance(meta, dict) or not isinstance(specs, list):
+        raise WireError("header fields 'meta' must be an object and 'tensors' a list")
+    ints = {k: header.get(k, 0) for k in ("round", "step", "id")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
+        raise WireError("header fields 'round', 'step' and 'id' must be integers")
+    sender = header.get("sender", "")
+    if not isinstance(sender, str):
+        raise WireError("header field 'sender' must be a string")
+    if len(specs) != len(frames) - 1:
+        raise WireError(f"header lists {len(specs)} tensors but {len(frames) - 1} tensor frames arrived")
+    checked = [_check_spec(spec, i) for i, spec in enumerate(specs)]
+    names = [c[0] for c in checked]
+    if len(set(names)) != len(names):
+        raise WireError(f"duplicate tensor names in {names}")
+    for (name, _, shape, nbytes), frame in zip(checked, frames[1:], strict=True):
+        if _frame_len(frame) != nbytes:
+            raise WireError(f"tensor {name!r} of shape {list(shape)} needs {nbytes} bytes, frame has {_frame_len(frame)}")
+    tensors = {}
+    for (name, dtype, shape, _), frame in zip(checked, frames[1:], strict=True):
+        tensors[name] = _tensor_from_frame(frame, dtype, shape)
+    return Message(kind=kind, meta=meta, tensors=tensors, sender=sender, **ints)
+
+
+def _tensor_from_frame(frame: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    # One copy into memory we own: the frame may be a zero-copy view into a socket buffer.
+    buf = bytearray(frame)
+    if not buf:
+        return torch.empty(shape, dtype=dtype)
+    if dtype == torch.bool:
+        return torch.frombuffer(buf, dtype=torch.uint8).reshape(shape).to(torch.bool)
+    return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def message_nbytes(frames: Sequence[Any]) -> int:
+    """Bytes a list of frames puts on the wire (payload, without ZMTP framing)."""
+    return sum(_frame_len(f) for f in frames)
+
+
+def tensor_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Raw bytes of the tensors alone, the reference for wire overhead."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
