@@ -53,7 +53,7 @@ class SFLServerBase(ServerRole):
         for peer in self.clients:
             link.reply(peer, Message("ack"))
         return {
-            "clients": {p: {k: ready[p][k] for k in ("n_train", "n_test")} for p in self.clients},
+            "client_data": {p: {k: ready[p][k] for k in ("n_train", "n_test")} for p in self.clients},
             "classes": self.classes,
             "input_shape": list(self.shape),
             "cut": self.cut,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ def _version() -> str:
 
 def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) -> Path:
     """Run the server side of a whole run; return the path of summary.json."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
     writer = RunWriter(out)

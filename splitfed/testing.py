@@ -1,0 +1,54 @@
+"""Run a whole protocol inside one process, for tests: server and clients in threads.
+
+The parties still talk through ZeroMQ (``inproc://``) and every message is encoded and
+decoded, so the same code paths as a multi-process run are exercised.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from splitfed.config import RunConfig
+from splitfed.protocol import DataRequest
+from splitfed.runtime.client import run_client
+from splitfed.runtime.server import serve
+
+
+def run_in_threads(config: RunConfig, out: Path, data: DataRequest | None = None, timeout: float = 120.0) -> Path:
+    """Run ``config`` with one thread per party; re-raise the first party's failure."""
+    address = f"inproc://splitfed-{uuid.uuid4().hex}"
+    data = data or DataRequest(source=config.data, partition=config.partition, test_split=config.test_split,
+                               test_fraction=config.test_fraction, seed=config.seed, shard="auto")
+    errors: list[BaseException] = []
+    result: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def server() -> None:
+        try:
+            ready.set()
+            result["summary"] = serve(config, address, out, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    def client(i: int) -> None:
+        try:
+            run_client(address, f"client-{i}", data, device=config.device, timeout=config.timeout, threads=1)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=server, daemon=True)]
+    threads[0].start()
+    ready.wait()
+    threads += [threading.Thread(target=client, args=(i,), daemon=True) for i in range(config.clients)]
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        if t.is_alive():
+            raise TimeoutError(f"a party of the in-process run did not finish within {timeout} s")
+    if errors:
+        raise errors[0]
+    return result["summary"]

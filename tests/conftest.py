@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny model, a free loopback address, the splitfed command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def splitfed_cmd() -> list[str]:
+    """The installed console script, as a user runs it."""
+    exe = shutil.which("splitfed", path=os.path.dirname(sys.executable)) or shutil.which("splitfed")
+    assert exe, "the splitfed console script is not installed: run bash scripts/setup.sh"
+    return [exe]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(1)

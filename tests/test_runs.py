@@ -1,0 +1,171 @@
+"""Real processes, real sockets: what a user sees from `splitfed run`, `server` and `client`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zmq
+
+from splitfed.wire import Message, decode, encode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def pids_of(name: str, out: Path) -> list[int]:
+    """Processes whose command line has ``--name NAME`` (and mentions ``out``'s run)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--name" in args and name.encode() in args:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("protocol", "transport"), [("sflv1", "tcp"), ("sflv2", "ipc")])
+def test_two_clients_learn_and_write_the_run_folder(protocol, transport, splitfed_cmd, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run([*splitfed_cmd, "run", protocol, "--clients", "2", "--epochs", "4", "--transport", transport,
+               "--out", str(out), "--seed", "3"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == str(out / "summary.json")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["test_accuracy"] > 0.9, summary
+    for key in ("protocol", "clients", "epochs", "test_accuracy", "test_macro_f1", "test_loss", "train_accuracy",
+                "wall_seconds", "bytes_sent", "bytes_received"):
+        assert summary[key] is not None, key
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    per_round = sum(r["bytes_sent"] for r in rows)
+    assert 0 < per_round <= summary["bytes_sent"] < per_round * 1.01  # the total also counts the join handshake
+    config = json.loads((out / "config.json").read_text())
+    assert config["protocol"] == protocol and config["clients"] == 2
+    for name in ("curves.png", "confusion.png", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 1000, name
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["round"] == 4
+
+
+def test_same_seed_same_numbers(splitfed_cmd, tmp_path: Path) -> None:
+    results = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        res = run([*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "2", "--seed", "5", "--out", str(out)])
+        assert res.returncode == 0, res.stderr
+        s = json.loads((out / "summary.json").read_text())
+        results.append((s["test_accuracy"], s["test_loss"], s["train_loss"]))
+    assert results[0] == results[1]
+
+
+def test_killed_client_fails_the_run_and_is_named(splitfed_cmd, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "500", "--out", str(out),
+                             "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / "metrics.jsonl")
+        victims = [p for p in pids_of("client-1", out) if p != proc.pid]
+        assert victims, "client-1's process not found"
+        os.kill(victims[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "client-1" in err and "SIGKILL" in err, err
+
+
+def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    server = subprocess.Popen([*splitfed_cmd, "server", "sflv1", "--clients", "2", "--epochs", "500", "--address",
+                               address, "--out", str(out), "--timeout", "4", "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients = []
+    rogue = zmq.Context.instance().socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.setsockopt(zmq.IDENTITY, b"rogue")
+    try:
+        rogue.connect(address)
+        replies = []
+        for frames in ([b"\x80\x03not json"], [encode(Message("forward"))[0], b"extra"],
+                       encode(Message("forward", tensors={"acts": torch.ones(2)}))):
+            rogue.send_multipart(frames)
+            assert rogue.poll(10_000), "the server did not answer a malformed message"
+            replies.append(decode(rogue.recv_multipart()))
+        assert [r.kind for r in replies] == ["error"] * 3
+        assert "malformed" in replies[0].meta["error"] and "unknown client" in replies[2].meta["error"]
+        for i in range(2):
+            clients.append(subprocess.Popen(
+                [*splitfed_cmd, "client", "--server", address, "--name", f"client-{i}", "--shard", "auto",
+                 "--timeout", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(out / "metrics.jsonl")
+        clients[1].send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        _, err = server.communicate(timeout=30)
+        assert server.returncode != 0
+        assert time.monotonic() - frozen_at < 15
+        assert "client-1" in err and "4 s" in err, err
+        assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    finally:
+        rogue.close(0)
+        for p in [server, *clients]:
+            p.kill()
+            p.wait()
+
+
+def test_help_explains_every_flag(splitfed_cmd) -> None:
+    for args in (["run", "--help"], ["run", "sflv1", "--help"], ["run", "sflv2", "--help"], ["server", "sflv1", "--help"],
+                 ["client", "--help"]):
+        res = run([*splitfed_cmd, *args], timeout=60)
+        assert res.returncode == 0, res.stderr
+    from splitfed.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices
+    run_parsers = sub["run"]._subparsers._group_actions[0].choices
+    for p in [*run_parsers.values(), sub["client"]]:
+        for action in p._actions:
+            assert action.help, f"{p.prog} {action.option_strings} has no help text"
+
+
+def test_bad_flags_get_a_clear_error(splitfed_cmd) -> None:
+    res = run([*splitfed_cmd, "run", "sflv1", "--data", "/no/such/data", "--epochs", "1"], timeout=120)
+    assert res.returncode != 0 and "not found" in res.stderr
+    res = run([*splitfed_cmd, "run", "sflv1", "--lr", "-1"], timeout=60)
+    assert res.returncode == 1 and "--lr must be positive" in res.stderr
+
+
+def test_packages_install_under_the_splitfed_name() -> None:
+    import splitfed.protocols.sflv1 as mod
+
+    repo = Path(__file__).resolve().parents[1]
+    assert Path(mod.__file__).parent == repo / "protocols"
+    res = subprocess.run(["python", "-c", "import protocols"], cwd="/", capture_output=True, text=True,
+                         env={**os.environ, "PATH": os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]})
+    assert res.returncode != 0  # no bare top-level "protocols" package is installed
