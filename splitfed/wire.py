@@ -41,6 +41,7 @@ KINDS = frozenset(
         "psi",  # PSI protocol messages (serialized protobuf bytes as uint8 tensors)
         "ids",  # a list of sample ids (PyVertical batches and alignment)
         "hidden",  # FedSL: a hidden state handed along the sequence
+        "pull",  # FedSL: a party asks for the state it starts from
     }
 )
 
