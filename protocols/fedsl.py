@@ -135,7 +135,7 @@ class FedSLClient(ClientRole):
             logits = self.head(state_out[0][-1])
             loss = F.cross_entropy(logits, y)
             loss.backward()
-            meta = {"loss_sum": float(loss) * len(y), "correct": int((logits.argmax(1) == y).sum()), "count": len(y)}
+            meta = {"loss_sum": float(loss.detach()) * len(y), "correct": int((logits.argmax(1) == y).sum()), "count": len(y)}
         else:
             reply = link.request(Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out),
                                          step=self.step_no), expect=("gradient",))
