@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, spec in specs.items():
         p = srv_sub.add_parser(name, help=spec.summary)
         _training_flags(p, spec)
+        _data_flags(p, client=False)  # used where the server holds data (PyVertical's labels)
         _server_flags(p)
     _server_flags(server)
 
