@@ -31,8 +31,9 @@ def in_process(args: argparse.Namespace) -> float:
     shards = [client_shard(args.data, clients=args.clients, client=i, seed=args.seed) for i in range(args.clients)]
     full = build_model(args.model, shards[0].shape, len(shards[0].classes), args.seed)
     cut = resolve_cut(args.model, None, full)
-    halves = [split_model(build_model(args.model, shards[0].shape, len(shards[0].classes), args.seed), cut)
-              for _ in shards]
+    halves = [
+        split_model(build_model(args.model, shards[0].shape, len(shards[0].classes), args.seed), cut) for _ in shards
+    ]
     opts = [(torch.optim.Adam(c.parameters(), lr=1e-3), torch.optim.Adam(s.parameters(), lr=1e-3)) for c, s in halves]
     n = [len(s.train_y) for s in shards]
     times = []
@@ -65,9 +66,28 @@ def in_process(args: argparse.Namespace) -> float:
 
 
 def over_zeromq(args: argparse.Namespace, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "splitfed", "run", "sflv1", "--clients", str(args.clients), "--epochs",
-           str(args.epochs), "--model", args.model, "--data", args.data, "--seed", str(args.seed), "--out", str(out),
-           "--quiet", "--checkpoint-every", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "splitfed",
+        "run",
+        "sflv1",
+        "--clients",
+        str(args.clients),
+        "--epochs",
+        str(args.epochs),
+        "--model",
+        args.model,
+        "--data",
+        args.data,
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+        "--quiet",
+        "--checkpoint-every",
+        "0",
+    ]
     subprocess.run(cmd, check=True)
     return json.loads((out / "summary.json").read_text())
 
@@ -90,8 +110,10 @@ def main() -> None:
     print(f"  ratio                     : {zmq_epoch / local:.2f}x")
     wire = s["bytes_sent"] + s["bytes_received"]
     raw = s["tensor_bytes_sent"] + s["tensor_bytes_received"]
-    print(f"  bytes on the wire         : {wire / 1e6:.2f} MB  (raw tensor bytes {raw / 1e6:.2f} MB, "
-          f"overhead {100 * (wire - raw) / raw:.2f}%)")
+    print(
+        f"  bytes on the wire         : {wire / 1e6:.2f} MB  (raw tensor bytes {raw / 1e6:.2f} MB, "
+        f"overhead {100 * (wire - raw) / raw:.2f}%)"
+    )
 
 
 if __name__ == "__main__":

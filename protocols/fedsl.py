@@ -45,12 +45,16 @@ def layout(clients: int, segments: int) -> int:
     if segments < 2:
         raise ConfigError("--segments must be at least 2 (one segment per party of a group)")
     if clients % segments:
-        raise ConfigError(f"--clients {clients} is not a multiple of --segments {segments}: each group needs "
-                          f"exactly {segments} clients, one per segment")
+        raise ConfigError(
+            f"--clients {clients} is not a multiple of --segments {segments}: each group needs "
+            f"exactly {segments} clients, one per segment"
+        )
     return clients // segments
 
 
-def average_by_position(entries: list[tuple[int, dict[str, torch.Tensor], float]]) -> dict[int, dict[str, torch.Tensor]]:
+def average_by_position(
+    entries: list[tuple[int, dict[str, torch.Tensor], float]],
+) -> dict[int, dict[str, torch.Tensor]]:
     """FedAvg within each segment position; states of different positions never mix."""
     by_pos: dict[int, list[tuple[dict[str, torch.Tensor], float]]] = defaultdict(list)
     for position, state, n in entries:
@@ -66,8 +70,15 @@ class FedSLClient(ClientRole):
         self.group, self.position, self.K = assignment.index // K, assignment.index % K, K
         index = load_index(data.source)
         whole = data.shard == "all"
-        train_rows, test_rows = client_rows(index, 1 if whole else self.groups, 0 if whole else self.group,
-                                            data.partition, data.test_split, data.test_fraction, data.seed)
+        train_rows, test_rows = client_rows(
+            index,
+            1 if whole else self.groups,
+            0 if whole else self.group,
+            data.partition,
+            data.test_split,
+            data.test_fraction,
+            data.seed,
+        )
         order = cfg.option("sequence", "rows")
         seq_len = to_sequence(torch.zeros(1, *index.shape), order).shape[1]
         start, stop = segment_bounds(seq_len, K)[self.position]
@@ -76,8 +87,9 @@ class FedSLClient(ClientRole):
         self.test_x, self.test_y = self._segment(index, test_rows, order, start, stop)
         self.classes, self.shape = index.classes, index.shape
         features = self.train_x.shape[2]
-        subnets, head = build_segments(cfg.option("cell", "gru"), features, int(cfg.option("hidden", 128)),
-                                       len(self.classes), K, cfg.seed)
+        subnets, head = build_segments(
+            cfg.option("cell", "gru"), features, int(cfg.option("hidden", 128)), len(self.classes), K, cfg.seed
+        )
         self.net = subnets[self.position].to(device)
         self.head = head.to(device) if self.is_last else None
         params = list(self.net.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
@@ -94,8 +106,14 @@ class FedSLClient(ClientRole):
         return self.position == self.K - 1
 
     def setup(self, link: ClientLink) -> None:
-        meta = {"n_train": len(self.train_y), "n_test": len(self.test_y), "classes": self.classes,
-                "shape": list(self.shape), "group": self.group, "position": self.position}
+        meta = {
+            "n_train": len(self.train_y),
+            "n_test": len(self.test_y),
+            "classes": self.classes,
+            "shape": list(self.shape),
+            "group": self.group,
+            "position": self.position,
+        }
         link.request(Message("ready", meta=meta), expect=("ack",))
 
     def _state_in(self, link: ClientLink, phase: str, batch: int) -> tuple[torch.Tensor, ...]:
@@ -111,14 +129,17 @@ class FedSLClient(ClientRole):
         cfg = self.config
         self.net.train()
         for epoch in range(cfg.local_epochs):
-            for rows in batch_order(len(self.train_y), cfg.batch_size, seed=cfg.seed, client=self.group, round=round,
-                                    epoch=epoch):
+            for rows in batch_order(
+                len(self.train_y), cfg.batch_size, seed=cfg.seed, client=self.group, round=round, epoch=epoch
+            ):
                 self.train_batch(link, rows)
         entries = state_copy(self.net)
         if self.head is not None:
             entries.update({f"head.{k}": v for k, v in state_copy(self.head).items()})
-        reply = link.request(Message("weights", meta={"n": len(self.train_y), "position": self.position},
-                                     tensors=entries), expect=("weights",))
+        reply = link.request(
+            Message("weights", meta={"n": len(self.train_y), "position": self.position}, tensors=entries),
+            expect=("weights",),
+        )
         self.net.load_state_dict({k: v for k, v in reply.tensors.items() if not k.startswith("head.")})
         if self.head is not None:
             self.head.load_state_dict({k[5:]: v for k, v in reply.tensors.items() if k.startswith("head.")})
@@ -135,14 +156,20 @@ class FedSLClient(ClientRole):
             logits = self.head(state_out[0][-1])
             loss = F.cross_entropy(logits, y)
             loss.backward()
-            meta = {"loss_sum": float(loss.detach()) * len(y), "correct": int((logits.argmax(1) == y).sum()), "count": len(y)}
+            meta = {
+                "loss_sum": float(loss.detach()) * len(y),
+                "correct": int((logits.argmax(1) == y).sum()),
+                "count": len(y),
+            }
         else:
-            reply = link.request(Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out),
-                                         step=self.step_no), expect=("gradient",))
+            reply = link.request(
+                Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out), step=self.step_no),
+                expect=("gradient",),
+            )
             grads = [from_wire(reply.tensors[n], self.device) for n in STATE_NAMES[: len(state_out)]]
             torch.autograd.backward(state_out, grads)
         if self.position > 0:
-            back = {n: to_wire(t.grad, self.config.wire_dtype) for n, t in zip(STATE_NAMES, state_in)}
+            back = {n: to_wire(t.grad, self.config.wire_dtype) for n, t in zip(STATE_NAMES, state_in, strict=False)}
             link.request(Message("gradient", meta=meta, tensors=back, step=self.step_no), expect=("ack",))
         self.opt.step()
 
@@ -159,11 +186,21 @@ class FedSLClient(ClientRole):
                 logits = self.head(state[0][-1])
                 tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
             else:
-                link.request(Message("hidden", meta={"phase": "eval"}, tensors=self._hand_on(state),
-                                     step=self.step_no), expect=("ack",))
+                link.request(
+                    Message("hidden", meta={"phase": "eval"}, tensors=self._hand_on(state), step=self.step_no),
+                    expect=("ack",),
+                )
         self.net.train()
-        meta = ({"loss_sum": tally.loss_sum, "correct": tally.correct, "count": tally.count,
-                 "confusion": tally.confusion.tolist()} if self.is_last else {})
+        meta = (
+            {
+                "loss_sum": tally.loss_sum,
+                "correct": tally.correct,
+                "count": tally.count,
+                "confusion": tally.confusion.tolist(),
+            }
+            if self.is_last
+            else {}
+        )
         link.send(Message("eval_done", meta=meta))
 
 
@@ -186,9 +223,14 @@ class FedSLServer(ServerRole):
         self.averages: dict[int, dict[str, torch.Tensor]] = {}
         for peer in self.clients:
             link.reply(peer, Message("ack"))
-        return {"client_data": {p: {k: ready[p][k] for k in ("n_train", "n_test", "group", "position")}
-                                for p in self.clients},
-                "classes": self.classes, "input_shape": ready[self.clients[0]]["shape"], "groups": len(self.clients) // K}
+        return {
+            "client_data": {
+                p: {k: ready[p][k] for k in ("n_train", "n_test", "group", "position")} for p in self.clients
+            },
+            "classes": self.classes,
+            "input_shape": ready[self.clients[0]]["shape"],
+            "groups": len(self.clients) // K,
+        }
 
     def _relay(self, link: ServerLink, phase: str) -> tuple[Tally, dict[str, Message]]:
         """Pass states forward and gradients back until every client sent its closing message."""
@@ -235,7 +277,8 @@ class FedSLServer(ServerRole):
     def train_round(self, link: ServerLink, round: int) -> RoundResult:
         tally, weights = self._relay(link, "train")
         self.averages = average_by_position(
-            [(self.where[p][1], m.tensors, float(m.meta["n"])) for p, m in sorted(weights.items())])
+            [(self.where[p][1], m.tensors, float(m.meta["n"])) for p, m in sorted(weights.items())]
+        )
         for peer in self.clients:
             link.reply(peer, Message("weights", tensors=self.averages[self.where[peer][1]]))
         return RoundResult(tally)
@@ -255,12 +298,19 @@ class FedSLServer(ServerRole):
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cell", choices=sorted(CELLS), default="gru", help="recurrent cell (default %(default)s)")
-    parser.add_argument("--segments", type=int, default=2,
-                        help="segments per sequence = clients per group; --clients must be a multiple "
-                             "(--clients 4 --segments 2 gives two groups) (default %(default)s)")
-    parser.add_argument("--sequence", choices=("rows", "cols"), default="rows",
-                        help="rows: time runs down the image, features = width x channels; cols: across "
-                             "(default %(default)s)")
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=2,
+        help="segments per sequence = clients per group; --clients must be a multiple "
+        "(--clients 4 --segments 2 gives two groups) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sequence",
+        choices=("rows", "cols"),
+        default="rows",
+        help="rows: time runs down the image, features = width x channels; cols: across (default %(default)s)",
+    )
     parser.add_argument("--hidden", type=int, default=128, help="hidden units per sub-network (default %(default)s)")
 
 

@@ -91,8 +91,10 @@ class VerticalOwner(ClientRole):
     def setup(self, link: ClientLink) -> None:
         ask = link.request(Message("ready", meta={"n_ids": len(self.my_ids), "position": self.k}), expect=("psi",))
         setup, response = psi.owner_answer(self.my_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
-        reply = link.request(Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
-                             expect=("ids",))
+        reply = link.request(
+            Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
+            expect=("ids",),
+        )
         self.train_x = self._load(decode_ids(reply.tensors["train"]))
         self.test_x = self._load(decode_ids(reply.tensors["test"]))
         del self.index  # everything else this owner had stays out of memory from here on
@@ -102,8 +104,9 @@ class VerticalOwner(ClientRole):
         while len(rows):
             if phase == "train":
                 acts = self.head(x[rows].to(self.device))
-                reply = link.request(Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)}),
-                                     expect=("gradient",))
+                reply = link.request(
+                    Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)}), expect=("gradient",)
+                )
                 self.opt.zero_grad(set_to_none=True)
                 acts.backward(from_wire(reply.tensors["grad"], self.device))
                 self.opt.step()
@@ -145,8 +148,9 @@ class VerticalServer(ServerRole):
         cfg = self.config
         index = load_index(cfg.data)
         self.classes = index.classes
-        train_rows, test_rows = split_train_test(index.labels, index.subjects, cfg.test_split, cfg.test_fraction,
-                                                 cfg.seed)
+        train_rows, test_rows = split_train_test(
+            index.labels, index.subjects, cfg.test_split, cfg.test_fraction, cfg.seed
+        )
         label_of = {index.ids[r]: int(index.labels[r]) for r in range(len(index))}
         train_ids = {index.ids[r] for r in train_rows}
         ready: dict[str, dict] = {}
@@ -172,8 +176,13 @@ class VerticalServer(ServerRole):
         self.test_ids = [i for i in ordered if i not in train_ids]
         if not self.train_ids:
             raise DataError("no common sample is in the training split; use a larger --overlap or a bigger dataset")
-        self.psi = {"intersection_size": len(ordered), "psi_seconds": time.monotonic() - started, "psi_bytes": psi_bytes,
-                    "train_aligned": len(self.train_ids), "test_aligned": len(self.test_ids)}
+        self.psi = {
+            "intersection_size": len(ordered),
+            "psi_seconds": time.monotonic() - started,
+            "psi_bytes": psi_bytes,
+            "train_aligned": len(self.train_ids),
+            "test_aligned": len(self.test_ids),
+        }
         self.train_y = torch.tensor([label_of[i] for i in self.train_ids])
         self.test_y = torch.tensor([label_of[i] for i in self.test_ids])
         self.top = seeded_top(len(self.owners), len(self.classes), cfg.seed).to(self.device)
@@ -181,8 +190,12 @@ class VerticalServer(ServerRole):
         ids = {"train": encode_ids(self.train_ids), "test": encode_ids(self.test_ids)}
         for peer in self.owners:
             link.reply(peer, Message("ids", tensors=ids))
-        return {"classes": self.classes, "input_shape": list(index.shape), "psi": self.psi,
-                "client_data": {p: {"n_ids": ready[p]["n_ids"]} for p in self.owners}}
+        return {
+            "classes": self.classes,
+            "input_shape": list(index.shape),
+            "psi": self.psi,
+            "client_data": {p: {"n_ids": ready[p]["n_ids"]} for p in self.owners},
+        }
 
     def _gather(self, link: ServerLink, kind: str) -> list[torch.Tensor]:
         acts: dict[str, torch.Tensor] = {}
@@ -206,8 +219,10 @@ class VerticalServer(ServerRole):
                 grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels)
                 tally.add(logits, labels, loss_sum)
                 for peer, grad in zip(self.owners, grads, strict=True):
-                    link.reply(peer, Message("gradient", tensors={"grad": to_wire(grad, self.config.wire_dtype),
-                                                                  "rows": following}))
+                    link.reply(
+                        peer,
+                        Message("gradient", tensors={"grad": to_wire(grad, self.config.wire_dtype), "rows": following}),
+                    )
             else:
                 with torch.no_grad():
                     logits = self.top(torch.cat(parts, dim=1))
@@ -220,8 +235,11 @@ class VerticalServer(ServerRole):
         from splitfed.data.shards import batch_order
 
         cfg = self.config
-        batches = [b for e in range(cfg.local_epochs)
-                   for b in batch_order(len(self.train_y), cfg.batch_size, seed=cfg.seed, client=0, round=round, epoch=e)]
+        batches = [
+            b
+            for e in range(cfg.local_epochs)
+            for b in batch_order(len(self.train_y), cfg.batch_size, seed=cfg.seed, client=0, round=round, epoch=e)
+        ]
         return RoundResult(self._phase(link, "train", batches, self.train_y))
 
     def evaluate(self, link: ServerLink, round: int) -> RoundResult:
@@ -239,9 +257,13 @@ class VerticalServer(ServerRole):
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overlap", type=float, default=1.0,
-                        help="simulated share of all samples each owner holds (sampled independently per owner; the "
-                             "intersection is found by PSI) (default %(default)s)")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=1.0,
+        help="simulated share of all samples each owner holds (sampled independently per owner; the "
+        "intersection is found by PSI) (default %(default)s)",
+    )
 
 
 SPEC = ProtocolSpec(

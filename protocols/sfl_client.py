@@ -11,13 +11,14 @@ import logging
 
 import torch
 
-from .split_steps import from_wire, state_copy, to_wire
 from splitfed.data.shards import ClientShard, batch_order, client_shard
 from splitfed.models import build_model, resolve_cut, split_model
 from splitfed.optim import make_optimizer
 from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.transport.link import ClientLink
 from splitfed.wire import Message
+
+from .split_steps import from_wire, state_copy, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ class SFLClient(ClientRole):
     def train_batch(self, link: ClientLink, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
         acts = self.half(x.to(self.device))
         msg = Message(
-            "forward", meta={"last": last}, tensors={"acts": to_wire(acts, self.config.wire_dtype), "labels": y}, step=step
+            "forward",
+            meta={"last": last},
+            tensors={"acts": to_wire(acts, self.config.wire_dtype), "labels": y},
+            step=step,
         )
         reply = link.request(msg, expect=("gradient",))
         self.opt.zero_grad(set_to_none=True)

@@ -25,37 +25,83 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
     d = RunConfig(protocol="-")
     g = p.add_argument_group("training")
     g.add_argument("--clients", type=int, default=d.clients, help="number of client processes (default %(default)s)")
-    g.add_argument("--epochs", type=int, default=d.epochs,
-                   help="rounds of training; each round every client passes over its data --local-epochs times, "
-                        "then weights are averaged and the global model is tested (default %(default)s)")
-    g.add_argument("--local-epochs", type=int, default=d.local_epochs,
-                   help="passes over its own data each client makes per round (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size per client (default %(default)s)")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="rounds of training; each round every client passes over its data --local-epochs times, "
+        "then weights are averaged and the global model is tested (default %(default)s)",
+    )
+    g.add_argument(
+        "--local-epochs",
+        type=int,
+        default=d.local_epochs,
+        help="passes over its own data each client makes per round (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="mini-batch size per client (default %(default)s)"
+    )
     g.add_argument("--lr", type=float, default=d.lr, help="learning rate of every optimizer (default %(default)s)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
-                   help="optimizer of every model half; its state persists across batches and rounds (default %(default)s)")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="optimizer of every model half; its state persists across batches and rounds (default %(default)s)",
+    )
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default %(default)s)")
-    g.add_argument("--model", choices=sorted(MODELS), default=d.model,
-                   help="cnn: compact 4-block CNN for small grayscale images; resnet18: torchvision ResNet-18 adapted "
-                        "to the input's channels (default %(default)s)")
-    g.add_argument("--cut", type=int, default=None,
-                   help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
-                        "after the first residual stage, as in SplitFed)")
-    g.add_argument("--seed", type=int, default=d.seed,
-                   help="seeds the model, the data split and every batch order: the same seed gives the same numbers")
-    g.add_argument("--wire-dtype", choices=WIRE_DTYPES, default=d.wire_dtype,
-                   help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes (default %(default)s)")
+    g.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=d.model,
+        help="cnn: compact 4-block CNN for small grayscale images; resnet18: torchvision ResNet-18 adapted "
+        "to the input's channels (default %(default)s)",
+    )
+    g.add_argument(
+        "--cut",
+        type=int,
+        default=None,
+        help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
+        "after the first residual stage, as in SplitFed)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seeds the model, the data split and every batch order: the same seed gives the same numbers",
+    )
+    g.add_argument(
+        "--wire-dtype",
+        choices=WIRE_DTYPES,
+        default=d.wire_dtype,
+        help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes (default %(default)s)",
+    )
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
-    r.add_argument("--timeout", type=float, default=d.timeout,
-                   help="seconds of silence after which a peer is reported lost (default %(default)s)")
-    r.add_argument("--max-message-mb", type=int, default=d.max_message_mb,
-                   help="largest message accepted, in MiB; larger ones are rejected (default %(default)s)")
-    r.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="write checkpoint.pt every N rounds; 0 = never (default %(default)s)")
-    r.add_argument("--threads", type=int, default=d.threads,
-                   help="torch threads per process; 0 = cores divided by processes (default %(default)s)")
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=d.timeout,
+        help="seconds of silence after which a peer is reported lost (default %(default)s)",
+    )
+    r.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=d.max_message_mb,
+        help="largest message accepted, in MiB; larger ones are rejected (default %(default)s)",
+    )
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="write checkpoint.pt every N rounds; 0 = never (default %(default)s)",
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
+    )
     r.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
     if spec is not None and spec.add_arguments is not None:
         spec.add_arguments(p.add_argument_group(f"{spec.name} options"))
@@ -66,21 +112,39 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
 def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
     d = DataRequest()
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=d.source,
-                   help=f"'digits' (built-in: {BUILTIN_NOTE}), a folder with manifest.csv (from `splitfed preprocess`), "
-                        "or a folder with one sub-folder of images per class (default %(default)s)")
-    g.add_argument("--partition", default=d.partition,
-                   help="how training rows are shared among clients: iid, subject (whole people per client) or "
-                        "dirichlet:ALPHA (label skew; smaller ALPHA = more skew) (default %(default)s)")
-    g.add_argument("--test-split", choices=("random", "subject"), default=d.test_split,
-                   help="random (stratified by class) or subject (no person in both train and test) (default %(default)s)")
-    g.add_argument("--test-fraction", type=float, default=d.test_fraction,
-                   help="share of rows (or of people, with --test-split subject) held out for testing (default %(default)s)")
+    g.add_argument(
+        "--data",
+        default=d.source,
+        help=f"'digits' (built-in: {BUILTIN_NOTE}), a folder with manifest.csv (from `splitfed preprocess`), "
+        "or a folder with one sub-folder of images per class (default %(default)s)",
+    )
+    g.add_argument(
+        "--partition",
+        default=d.partition,
+        help="how training rows are shared among clients: iid, subject (whole people per client) or "
+        "dirichlet:ALPHA (label skew; smaller ALPHA = more skew) (default %(default)s)",
+    )
+    g.add_argument(
+        "--test-split",
+        choices=("random", "subject"),
+        default=d.test_split,
+        help="random (stratified by class) or subject (no person in both train and test) (default %(default)s)",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        default=d.test_fraction,
+        help="share of rows (or of people, with --test-split subject) held out for testing (default %(default)s)",
+    )
     if client:
         g.add_argument("--data-seed", type=int, default=0, help="seed of the split and partition; same on every client")
-        g.add_argument("--shard", choices=("auto", "all"), default="all",
-                       help="all: train on this machine's whole dataset (default); auto: take the part of a shared "
-                            "dataset that the server's client index assigns (how `splitfed run` simulates clients)")
+        g.add_argument(
+            "--shard",
+            choices=("auto", "all"),
+            default="all",
+            help="all: train on this machine's whole dataset (default); auto: take the part of a shared "
+            "dataset that the server's client index assigns (how `splitfed run` simulates clients)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,24 +157,36 @@ def build_parser() -> argparse.ArgumentParser:
     specs = {n: registry.get(n) for n in names}
     listing = "\n".join(f"  {n:12s} {s.summary}" for n, s in specs.items())
     run = sub.add_parser(
-        "run", help="train with one server and N client processes on this machine",
+        "run",
+        help="train with one server and N client processes on this machine",
         description="Start one server and N client processes on this machine, talking over ZeroMQ, and train.\n"
-                    f"Protocols:\n{listing}\n\nSee `splitfed run PROTOCOL --help` for every flag.",
+        f"Protocols:\n{listing}\n\nSee `splitfed run PROTOCOL --help` for every flag.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_sub = run.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
     for name, spec in specs.items():
-        p = run_sub.add_parser(name, help=spec.summary, description=f"{name}: {spec.summary}.\n\n"
-                               "Writes config.json, metrics.jsonl, summary.json, curves.png and confusion.png into the "
-                               "run folder; the last line printed is the path of summary.json.")
+        p = run_sub.add_parser(
+            name,
+            help=spec.summary,
+            description=f"{name}: {spec.summary}.\n\n"
+            "Writes config.json, metrics.jsonl, summary.json, curves.png and confusion.png into the "
+            "run folder; the last line printed is the path of summary.json.",
+        )
         _training_flags(p, spec)
         _data_flags(p, client=False)
-        p.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
-                       help="tcp (loopback) or ipc (unix socket) between the local processes (default %(default)s)")
+        p.add_argument(
+            "--transport",
+            choices=("tcp", "ipc"),
+            default="tcp",
+            help="tcp (loopback) or ipc (unix socket) between the local processes (default %(default)s)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    server = sub.add_parser("server", help="run the server of a multi-machine run",
-                            description="Run the server; clients join with `splitfed client --server tcp://HOST:PORT`.")
+    server = sub.add_parser(
+        "server",
+        help="run the server of a multi-machine run",
+        description="Run the server; clients join with `splitfed client --server tcp://HOST:PORT`.",
+    )
     srv_sub = server.add_subparsers(dest="protocol", metavar="PROTOCOL")
     for name, spec in specs.items():
         p = srv_sub.add_parser(name, help=spec.summary)
@@ -119,11 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
         _server_flags(p)
     _server_flags(server)
 
-    client = sub.add_parser("client", help="run one client of a multi-machine run",
-                            description="Join a server, receive the run's configuration from it, train on local data.")
+    client = sub.add_parser(
+        "client",
+        help="run one client of a multi-machine run",
+        description="Join a server, receive the run's configuration from it, train on local data.",
+    )
     client.add_argument("--server", required=True, help="the server's address, e.g. tcp://10.0.0.5:5555")
-    client.add_argument("--name", default=f"client-{socket.gethostname()}-{os.getpid()}",
-                        help="this client's name, unique in the run (default client-<host>-<pid>)")
+    client.add_argument(
+        "--name",
+        default=f"client-{socket.gethostname()}-{os.getpid()}",
+        help="this client's name, unique in the run (default client-<host>-<pid>)",
+    )
     client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")
     client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
@@ -134,10 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default="tcp://0.0.0.0:5555",
-                   help="where to listen: tcp://HOST:PORT or ipc://PATH (default %(default)s)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="a config.json of an earlier run: take every training setting from it")
+    p.add_argument(
+        "--address",
+        default="tcp://0.0.0.0:5555",
+        help="where to listen: tcp://HOST:PORT or ipc://PATH (default %(default)s)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     if not any(a.dest == "threads" for a in p._actions):
         p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
@@ -146,13 +232,28 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     return RunConfig(
-        protocol=spec.name, clients=args.clients, epochs=args.epochs, local_epochs=args.local_epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, model=args.model, cut=args.cut, seed=args.seed, wire_dtype=args.wire_dtype,
-        data=getattr(args, "data", "digits"), partition=getattr(args, "partition", "iid"),
-        test_split=getattr(args, "test_split", "random"), test_fraction=getattr(args, "test_fraction", 0.2),
-        device=args.device, timeout=args.timeout, max_message_mb=args.max_message_mb,
-        checkpoint_every=args.checkpoint_every, threads=args.threads,
+        protocol=spec.name,
+        clients=args.clients,
+        epochs=args.epochs,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        model=args.model,
+        cut=args.cut,
+        seed=args.seed,
+        wire_dtype=args.wire_dtype,
+        data=getattr(args, "data", "digits"),
+        partition=getattr(args, "partition", "iid"),
+        test_split=getattr(args, "test_split", "random"),
+        test_fraction=getattr(args, "test_fraction", 0.2),
+        device=args.device,
+        timeout=args.timeout,
+        max_message_mb=args.max_message_mb,
+        checkpoint_every=args.checkpoint_every,
+        threads=args.threads,
         options=spec.options(args) if spec.options else {},
     )
 
@@ -183,7 +284,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or default_out(spec.name)
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
-        print(f"splitfed {spec.name}: {config.clients} client(s), {config.epochs} epoch(s), data {data}", file=sys.stderr)
+        print(
+            f"splitfed {spec.name}: {config.clients} client(s), {config.epochs} epoch(s), data {data}", file=sys.stderr
+        )
         print(f"run folder: {out}", file=sys.stderr)
     try:
         summary_path = launch(config, out, transport=args.transport, quiet=args.quiet)
@@ -226,8 +329,14 @@ def _cmd_server(args: argparse.Namespace) -> int:
 def _cmd_client(args: argparse.Namespace) -> int:
     from splitfed.runtime.client import run_client
 
-    data = DataRequest(source=args.data, partition=args.partition, test_split=args.test_split,
-                       test_fraction=args.test_fraction, seed=args.data_seed, shard=args.shard)
+    data = DataRequest(
+        source=args.data,
+        partition=args.partition,
+        test_split=args.test_split,
+        test_fraction=args.test_fraction,
+        seed=args.data_seed,
+        shard=args.shard,
+    )
     rounds = run_client(args.server, args.name, data, device=args.device, timeout=args.timeout, threads=args.threads)
     logging.getLogger(__name__).info("%s finished after %d round(s)", args.name, rounds)
     return 0

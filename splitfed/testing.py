@@ -20,8 +20,14 @@ from splitfed.runtime.server import serve
 def run_in_threads(config: RunConfig, out: Path, data: DataRequest | None = None, timeout: float = 120.0) -> Path:
     """Run ``config`` with one thread per party; re-raise the first party's failure."""
     address = f"inproc://splitfed-{uuid.uuid4().hex}"
-    data = data or DataRequest(source=config.data, partition=config.partition, test_split=config.test_split,
-                               test_fraction=config.test_fraction, seed=config.seed, shard="auto")
+    data = data or DataRequest(
+        source=config.data,
+        partition=config.partition,
+        test_split=config.test_split,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        shard="auto",
+    )
     errors: list[BaseException] = []
     result: dict[str, Any] = {}
     ready = threading.Event()

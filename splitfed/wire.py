@@ -2,9 +2,9 @@
 
 Two pure functions, :func:`encode` and :func:`decode`, turn a :class:`Message` into a
 list of buffers and back. Nothing here is ever unpickled: the header is JSON, tensors
-are raw native-order (little-endian on every supported platform) bytes of a whitelisted dtype, and :func:`decode` validates the
-frame count, every dtype, every shape and every length against a size cap *before*
-allocating anything.
+are raw native-order bytes (little-endian on every supported platform) of a whitelisted
+dtype, and :func:`decode` validates the frame count, every dtype, every shape and every
+length against a size cap *before* allocating anything.
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ def decode(
         raise WireError(f"duplicate tensor names in {names}")
     for (name, _, shape, nbytes), frame in zip(checked, frames[1:], strict=True):
         if _frame_len(frame) != nbytes:
-            raise WireError(f"tensor {name!r} of shape {list(shape)} needs {nbytes} bytes, frame has {_frame_len(frame)}")
+            raise WireError(
+                f"tensor {name!r} of shape {list(shape)} needs {nbytes} bytes, frame has {_frame_len(frame)}"
+            )
     tensors = {}
     for (name, dtype, shape, _), frame in zip(checked, frames[1:], strict=True):
         tensors[name] = _tensor_from_frame(frame, dtype, shape)

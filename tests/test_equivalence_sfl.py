@@ -24,8 +24,9 @@ def centralised(config: RunConfig) -> dict[str, torch.Tensor]:
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     for rnd in range(1, config.epochs + 1):
         for epoch in range(config.local_epochs):
-            for rows in batch_order(len(shard.train_y), config.batch_size, seed=config.seed, client=0, round=rnd,
-                                    epoch=epoch):
+            for rows in batch_order(
+                len(shard.train_y), config.batch_size, seed=config.seed, client=0, round=rnd, epoch=epoch
+            ):
                 loss = F.cross_entropy(model(shard.train_x[rows]), shard.train_y[rows])
                 opt.zero_grad()
                 loss.backward()
@@ -35,15 +36,26 @@ def centralised(config: RunConfig) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("protocol", ["sflv1", "sflv2"])
 def test_one_client_equals_centralised(protocol: str, tmp_path: Path) -> None:
-    config = RunConfig(protocol=protocol, clients=1, epochs=3, local_epochs=2, batch_size=64, lr=0.05,
-                       optimizer="sgd", momentum=0.9, seed=11, timeout=30)
+    config = RunConfig(
+        protocol=protocol,
+        clients=1,
+        epochs=3,
+        local_epochs=2,
+        batch_size=64,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.9,
+        seed=11,
+        timeout=30,
+    )
     run_in_threads(config, tmp_path)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     split = {**ckpt["client_half"], **ckpt["server_half"]}
     reference = centralised(config)
     assert split.keys() == reference.keys()
-    moved = max(float((reference[k] - build_model("cnn", (1, 8, 8), 10, 11).state_dict()[k]).abs().max())
-                for k in reference)
+    moved = max(
+        float((reference[k] - build_model("cnn", (1, 8, 8), 10, 11).state_dict()[k]).abs().max()) for k in reference
+    )
     assert moved > 1e-2  # training really changed the weights
     for k, ref in reference.items():
         assert torch.allclose(split[k], ref, atol=1e-5), k

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from splitfed.protocols import fedsl
+
 from splitfed.config import RunConfig
 from splitfed.data.datasets import load_index
 from splitfed.data.shards import batch_order, client_rows
@@ -22,8 +22,18 @@ from splitfed.testing import run_in_threads
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, tmp_path: Path) -> None:
     # One round, one batch holding every training row, SGD with lr 1: the weight change is -gradient.
-    config = RunConfig(protocol="fedsl", clients=2, epochs=1, batch_size=4096, lr=1.0, optimizer="sgd", momentum=0.0,
-                       seed=4, timeout=30, options={"cell": cell, "segments": 2, "sequence": "rows", "hidden": 16})
+    config = RunConfig(
+        protocol="fedsl",
+        clients=2,
+        epochs=1,
+        batch_size=4096,
+        lr=1.0,
+        optimizer="sgd",
+        momentum=0.0,
+        seed=4,
+        timeout=30,
+        options={"cell": cell, "segments": 2, "sequence": "rows", "hidden": 16},
+    )
     run_in_threads(config, tmp_path)
     after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["segments"]
 
@@ -70,8 +80,25 @@ def test_layout_rules() -> None:
 
 def test_two_client_processes_learn(splitfed_cmd, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = subprocess.run([*splitfed_cmd, "run", "fedsl", "--clients", "2", "--epochs", "4", "--cell", "gru",
-                          "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=240)
+    res = subprocess.run(
+        [
+            *splitfed_cmd,
+            "run",
+            "fedsl",
+            "--clients",
+            "2",
+            "--epochs",
+            "4",
+            "--cell",
+            "gru",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] > 0.8, summary  # chance is 0.1

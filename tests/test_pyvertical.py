@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from splitfed.protocols import psi, pyvertical
 
 from splitfed.config import RunConfig
 from splitfed.errors import DataError
-from splitfed.protocols import psi, pyvertical
 from splitfed.testing import run_in_threads
 from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.transport.zeromq import ZmqClientTransport, ZmqServerTransport
@@ -32,8 +32,10 @@ def psi_over_sockets(holder_ids: list[str], owner_ids: list[str]) -> set[str]:
         try:
             ask = link.request(Message("hello"), expect=("psi",))
             setup, response = psi.owner_answer(owner_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
-            link.request(Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
-                         expect=("ack",))
+            link.request(
+                Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
+                expect=("ack",),
+            )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
         finally:
@@ -45,7 +47,9 @@ def psi_over_sockets(holder_ids: list[str], owner_ids: list[str]) -> set[str]:
         peer, _ = server.recv(expect=("hello",))
         server.register(peer)
         holder = psi.LabelHolder(holder_ids)
-        server.reply(peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": psi.to_tensor(holder.request)}))
+        server.reply(
+            peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": psi.to_tensor(holder.request)})
+        )
         _, msg = server.recv(expect=("psi",))
         common = holder.common_with(psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"]))
         server.reply(peer, Message("ack"))
@@ -87,19 +91,19 @@ def test_each_head_gets_its_own_gradient_slice() -> None:
     xs, y = [torch.randn(8, 5), torch.randn(8, 3)], torch.randint(0, 3, (8,))
     ref_top = {k: v.clone() for k, v in top.state_dict().items()}
 
-    loss = F.cross_entropy(top(torch.cat([h(x) for h, x in zip(heads, xs)], dim=1)), y)  # centralised
+    loss = F.cross_entropy(top(torch.cat([h(x) for h, x in zip(heads, xs, strict=True)], dim=1)), y)  # centralised
     loss.backward()
     central = [[p.grad.clone() for p in h.parameters()] for h in heads]
     for h in heads:
         h.zero_grad()
 
     top.load_state_dict(ref_top)
-    parts = [h(x) for h, x in zip(heads, xs)]
+    parts = [h(x) for h, x in zip(heads, xs, strict=True)]
     grads, logits, loss_sum = pyvertical.top_step(top, torch.optim.SGD(top.parameters(), lr=0.0), parts, y)
     assert loss_sum == pytest.approx(float(loss.detach()) * 8, rel=1e-6)
-    for part, grad, h, ref in zip(parts, grads, heads, central):
+    for part, grad, h, ref in zip(parts, grads, heads, central, strict=True):
         part.backward(grad)
-        for p, g in zip(h.parameters(), ref):
+        for p, g in zip(h.parameters(), ref, strict=True):
             assert torch.allclose(p.grad, g, atol=1e-6)
     assert not torch.allclose(grads[0][:, :3], grads[1][:, :3])  # different heads, different slices
 
@@ -137,8 +141,25 @@ def test_owners_send_no_raw_features_and_no_ids(tmp_path: Path, monkeypatch) -> 
 
 def test_two_owner_processes_learn(splitfed_cmd, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = subprocess.run([*splitfed_cmd, "run", "pyvertical", "--clients", "2", "--epochs", "3", "--overlap", "0.9",
-                          "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=240)
+    res = subprocess.run(
+        [
+            *splitfed_cmd,
+            "run",
+            "pyvertical",
+            "--clients",
+            "2",
+            "--epochs",
+            "3",
+            "--overlap",
+            "0.9",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["test_accuracy"] > 0.8 and s["intersection_size"] > 1000 and s["psi_seconds"] > 0, s

@@ -52,14 +52,39 @@ def wait_for(path: Path, timeout: float = 60) -> None:
 @pytest.mark.parametrize(("protocol", "transport"), [("sflv1", "tcp"), ("sflv2", "ipc")])
 def test_two_clients_learn_and_write_the_run_folder(protocol, transport, splitfed_cmd, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = run([*splitfed_cmd, "run", protocol, "--clients", "2", "--epochs", "4", "--transport", transport,
-               "--out", str(out), "--seed", "3"])
+    res = run(
+        [
+            *splitfed_cmd,
+            "run",
+            protocol,
+            "--clients",
+            "2",
+            "--epochs",
+            "4",
+            "--transport",
+            transport,
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+        ]
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == str(out / "summary.json")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test_accuracy"] > 0.9, summary
-    for key in ("protocol", "clients", "epochs", "test_accuracy", "test_macro_f1", "test_loss", "train_accuracy",
-                "wall_seconds", "bytes_sent", "bytes_received"):
+    for key in (
+        "protocol",
+        "clients",
+        "epochs",
+        "test_accuracy",
+        "test_macro_f1",
+        "test_loss",
+        "train_accuracy",
+        "wall_seconds",
+        "bytes_sent",
+        "bytes_received",
+    ):
         assert summary[key] is not None, key
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2, 3, 4]
@@ -86,8 +111,12 @@ def test_same_seed_same_numbers(splitfed_cmd, tmp_path: Path) -> None:
 
 def test_killed_client_fails_the_run_and_is_named(splitfed_cmd, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen([*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "500", "--out", str(out),
-                             "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "500", "--out", str(out), "--timeout", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(out / "metrics.jsonl")
         victims = [p for p in pids_of("client-1", out) if p != proc.pid]
@@ -103,9 +132,27 @@ def test_killed_client_fails_the_run_and_is_named(splitfed_cmd, tmp_path: Path) 
 def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "run"
-    server = subprocess.Popen([*splitfed_cmd, "server", "sflv1", "--clients", "2", "--epochs", "500", "--address",
-                               address, "--out", str(out), "--timeout", "4", "--quiet"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            *splitfed_cmd,
+            "server",
+            "sflv1",
+            "--clients",
+            "2",
+            "--epochs",
+            "500",
+            "--address",
+            address,
+            "--out",
+            str(out),
+            "--timeout",
+            "4",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     clients = []
     rogue = zmq.Context.instance().socket(zmq.DEALER)
     rogue.setsockopt(zmq.LINGER, 0)
@@ -113,17 +160,35 @@ def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_p
     try:
         rogue.connect(address)
         replies = []
-        for frames in ([b"\x80\x03not json"], [encode(Message("forward"))[0], b"extra"],
-                       encode(Message("forward", tensors={"acts": torch.ones(2)}))):
+        for frames in (
+            [b"\x80\x03not json"],
+            [encode(Message("forward"))[0], b"extra"],
+            encode(Message("forward", tensors={"acts": torch.ones(2)})),
+        ):
             rogue.send_multipart(frames)
             assert rogue.poll(10_000), "the server did not answer a malformed message"
             replies.append(decode(rogue.recv_multipart()))
         assert [r.kind for r in replies] == ["error"] * 3
         assert "malformed" in replies[0].meta["error"] and "unknown client" in replies[2].meta["error"]
         for i in range(2):
-            clients.append(subprocess.Popen(
-                [*splitfed_cmd, "client", "--server", address, "--name", f"client-{i}", "--shard", "auto",
-                 "--timeout", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            clients.append(
+                subprocess.Popen(
+                    [
+                        *splitfed_cmd,
+                        "client",
+                        "--server",
+                        address,
+                        "--name",
+                        f"client-{i}",
+                        "--shard",
+                        "auto",
+                        "--timeout",
+                        "30",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         wait_for(out / "metrics.jsonl")
         clients[1].send_signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
@@ -140,8 +205,13 @@ def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_p
 
 
 def test_help_explains_every_flag(splitfed_cmd) -> None:
-    for args in (["run", "--help"], ["run", "sflv1", "--help"], ["run", "sflv2", "--help"], ["server", "sflv1", "--help"],
-                 ["client", "--help"]):
+    for args in (
+        ["run", "--help"],
+        ["run", "sflv1", "--help"],
+        ["run", "sflv2", "--help"],
+        ["server", "sflv1", "--help"],
+        ["client", "--help"],
+    ):
         res = run([*splitfed_cmd, *args], timeout=60)
         assert res.returncode == 0, res.stderr
     from splitfed.cli import build_parser
@@ -166,6 +236,11 @@ def test_packages_install_under_the_splitfed_name() -> None:
 
     repo = Path(__file__).resolve().parents[1]
     assert Path(mod.__file__).parent == repo / "protocols"
-    res = subprocess.run(["python", "-c", "import protocols"], cwd="/", capture_output=True, text=True,
-                         env={**os.environ, "PATH": os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]})
+    res = subprocess.run(
+        ["python", "-c", "import protocols"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]},
+    )
     assert res.returncode != 0  # no bare top-level "protocols" package is installed

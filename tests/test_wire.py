@@ -14,10 +14,24 @@ from splitfed.wire import DTYPES, Message, decode, encode
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 def test_round_trip_every_dtype(dtype: torch.dtype) -> None:
     t = (torch.randn(3, 4, 5) * 10).to(dtype)
-    msg = Message("forward", meta={"last": True, "note": "é"}, tensors={"acts": t, "empty": torch.zeros(0, 3, dtype=dtype)},
-                  sender="client-0", round=3, step=7, id=9)
+    msg = Message(
+        "forward",
+        meta={"last": True, "note": "é"},
+        tensors={"acts": t, "empty": torch.zeros(0, 3, dtype=dtype)},
+        sender="client-0",
+        round=3,
+        step=7,
+        id=9,
+    )
     back = decode(encode(msg))
-    assert (back.kind, back.meta, back.sender, back.round, back.step, back.id) == ("forward", msg.meta, "client-0", 3, 7, 9)
+    assert (back.kind, back.meta, back.sender, back.round, back.step, back.id) == (
+        "forward",
+        msg.meta,
+        "client-0",
+        3,
+        7,
+        9,
+    )
     assert back.tensors["acts"].dtype == dtype and torch.equal(back.tensors["acts"], t)
     assert back.tensors["empty"].shape == (0, 3)
 

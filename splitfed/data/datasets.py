@@ -55,8 +55,10 @@ class DatasetIndex:
             x = self.pixels[rows]
         else:
             assert self.paths is not None
-            x = np.stack([_read_image(self.paths[i], self.shape) for i in rows]) if len(rows) else np.zeros(
-                (0, *self.shape), np.float32
+            x = (
+                np.stack([_read_image(self.paths[i], self.shape) for i in rows])
+                if len(rows)
+                else np.zeros((0, *self.shape), np.float32)
             )
         x = torch.from_numpy((np.asarray(x, dtype=np.float32) - 0.5) / 0.5)
         return x, torch.from_numpy(self.labels[rows].astype(np.int64))
@@ -68,9 +70,13 @@ def load_index(source: str) -> DatasetIndex:
         return _digits()
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"dataset {source!r} not found. Use --data digits (built-in) or a folder made by `splitfed preprocess`")
+        raise DataError(
+            f"dataset {source!r} not found. Use --data digits (built-in) or a folder made by `splitfed preprocess`"
+        )
     if not path.is_dir():
-        raise DataError(f"dataset {source!r} is a file; --data takes a folder with manifest.csv or one sub-folder per class")
+        raise DataError(
+            f"dataset {source!r} is a file; --data takes a folder with manifest.csv or one sub-folder per class"
+        )
     if (path / MANIFEST).exists():
         return _manifest(path)
     return _image_folder(path)

@@ -101,9 +101,7 @@ def _by_subject(rows: np.ndarray, subjects: Sequence[str], n: int, rng: np.rando
     return parts
 
 
-def _dirichlet(
-    rows: np.ndarray, labels: np.ndarray, n: int, alpha: float, rng: np.random.Generator
-) -> list[list[int]]:
+def _dirichlet(rows: np.ndarray, labels: np.ndarray, n: int, alpha: float, rng: np.random.Generator) -> list[list[int]]:
     for _ in range(100):
         parts: list[list[int]] = [[] for _ in range(n)]
         for c in np.unique(labels[rows]):

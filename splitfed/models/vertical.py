@@ -11,7 +11,7 @@ EMBED = 64
 def band_bounds(width: int, bands: int) -> list[tuple[int, int]]:
     """Column ranges of K vertical bands of an image (for 2 clients: left half, right half)."""
     cuts = [round(i * width / bands) for i in range(bands + 1)]
-    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+    if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
         raise ValueError(f"an image {width} pixels wide cannot be cut into {bands} bands")
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
@@ -20,9 +20,14 @@ def band_head(channels: int, height: int, width: int) -> nn.Sequential:
     """A data owner's model: a small CNN over its band, ending in an EMBED-wide vector."""
     oh, ow = min(4, height), min(4, width)
     return nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d((oh, ow)), nn.Flatten(), nn.Linear(32 * oh * ow, EMBED), nn.ReLU(),
+        nn.Conv2d(channels, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d((oh, ow)),
+        nn.Flatten(),
+        nn.Linear(32 * oh * ow, EMBED),
+        nn.ReLU(),
     )
 
 

@@ -80,16 +80,45 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
     address = make_address(transport)
     threads = config.threads or max(1, (os.cpu_count() or 1) // (config.clients + 1))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server_cmd = _command("server", "--config", str(out / "config.json"), "--address", address, "--out", str(out),
-                          "--threads", str(threads), *(["--quiet"] if quiet else []))
+    server_cmd = _command(
+        "server",
+        "--config",
+        str(out / "config.json"),
+        "--address",
+        address,
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        *(["--quiet"] if quiet else []),
+    )
     parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
     for i in range(config.clients):
         name = f"client-{i}"
         cmd = _command(
-            "client", "--server", address, "--name", name, "--data", config.data, "--partition", config.partition,
-            "--test-split", config.test_split, "--test-fraction", str(config.test_fraction),
-            "--data-seed", str(config.seed), "--shard", "auto", "--device", config.device,
-            "--timeout", str(config.timeout), "--threads", str(threads),
+            "client",
+            "--server",
+            address,
+            "--name",
+            name,
+            "--data",
+            config.data,
+            "--partition",
+            config.partition,
+            "--test-split",
+            config.test_split,
+            "--test-fraction",
+            str(config.test_fraction),
+            "--data-seed",
+            str(config.seed),
+            "--shard",
+            "auto",
+            "--device",
+            config.device,
+            "--timeout",
+            str(config.timeout),
+            "--threads",
+            str(threads),
         )
         parties.append(_start(name, cmd, out, env))
     try:

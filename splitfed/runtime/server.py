@@ -52,7 +52,9 @@ def accept_clients(link: ServerLink, config: RunConfig) -> None:
     while len(link.clients) < config.clients:
         peer, msg = link.recv(expect=("hello",))
         if msg.meta.get("version") != _version():
-            link._try_error(peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}")
+            link._try_error(
+                peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}"
+            )
             continue
         link.register(peer)
         log.info("%s joined (%d/%d)", peer, len(link.clients), config.clients)
@@ -77,8 +79,9 @@ def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) 
     writer = RunWriter(out)
     writer.write_config(config.to_dict())
     spec = registry.get(config.protocol)
-    link = ServerLink(ZmqServerTransport(address, max_bytes=config.max_bytes), timeout=config.timeout,
-                      max_bytes=config.max_bytes)
+    link = ServerLink(
+        ZmqServerTransport(address, max_bytes=config.max_bytes), timeout=config.timeout, max_bytes=config.max_bytes
+    )
     log.info("%s server listening at %s for %d client(s)", config.protocol, link.transport.address, config.clients)
     state: dict[str, Any] = {"status": "running", "rounds_done": 0}
     role = None
@@ -149,8 +152,9 @@ def _metrics_row(
     }
 
 
-def _summary(config: RunConfig, role: Any, state: dict[str, Any], writer: RunWriter, link: ServerLink,
-             started: float) -> dict[str, Any]:
+def _summary(
+    config: RunConfig, role: Any, state: dict[str, Any], writer: RunWriter, link: ServerLink, started: float
+) -> dict[str, Any]:
     rows = writer.rows
     test, train = state.get("last_test"), state.get("last_train")
     wall = time.monotonic() - started

@@ -159,7 +159,8 @@ class ServerLink:
         if now - start > limit and all(p in self._owed for p in self.clients):
             # Everyone registered waits on us, so only a newcomer could speak: a join that stalled.
             raise PeerLostError(
-                "clients", f"{len(self.clients)} joined, and no more within {limit:g} s; start them with `splitfed client`"
+                "clients",
+                f"{len(self.clients)} joined, and no more within {limit:g} s; start them with `splitfed client`",
             )
 
     def close(self) -> None:

@@ -27,7 +27,9 @@ SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 def check_address(address: str) -> str:
     if not address.startswith(SCHEMES):
-        raise TransportError(f"address {address!r} must start with one of {', '.join(SCHEMES)}, e.g. tcp://0.0.0.0:5555")
+        raise TransportError(
+            f"address {address!r} must start with one of {', '.join(SCHEMES)}, e.g. tcp://0.0.0.0:5555"
+        )
     return address
 
 
