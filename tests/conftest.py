@@ -33,3 +33,23 @@ def splitfed_cmd() -> list[str]:
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def run_protocol(splitfed_cmd, tmp_path: Path):
+    """Run ``splitfed run PROTOCOL ARGS... --quiet`` as a user would; return (summary, run folder)."""
+    import json
+    import subprocess
+
+    def _run(protocol: str, *args: str) -> tuple[dict, Path]:
+        out = tmp_path / f"run-{protocol}"
+        res = subprocess.run(
+            [*splitfed_cmd, "run", protocol, *args, "--out", str(out), "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert res.returncode == 0, res.stderr
+        return json.loads((out / "summary.json").read_text()), out
+
+    return _run

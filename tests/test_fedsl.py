@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,29 +77,8 @@ def test_layout_rules() -> None:
         fedsl.layout(2, 1)
 
 
-def test_two_client_processes_learn(splitfed_cmd, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [
-            *splitfed_cmd,
-            "run",
-            "fedsl",
-            "--clients",
-            "2",
-            "--epochs",
-            "4",
-            "--cell",
-            "gru",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert res.returncode == 0, res.stderr
-    summary = json.loads((out / "summary.json").read_text())
+def test_two_client_processes_learn(run_protocol) -> None:
+    summary, out = run_protocol("fedsl", "--clients", "2", "--epochs", "4", "--cell", "gru")
     assert summary["test_accuracy"] > 0.8, summary  # chance is 0.1
     config = json.loads((out / "config.json").read_text())
     assert {v["position"] for v in config["client_data"].values()} == {0, 1}

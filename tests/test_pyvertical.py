@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import threading
 from pathlib import Path
 
@@ -139,27 +138,6 @@ def test_owners_send_no_raw_features_and_no_ids(tmp_path: Path, monkeypatch) -> 
                 assert not any(i.encode() in blob for i in all_ids[::50]), "an id travelled in plain text"
 
 
-def test_two_owner_processes_learn(splitfed_cmd, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [
-            *splitfed_cmd,
-            "run",
-            "pyvertical",
-            "--clients",
-            "2",
-            "--epochs",
-            "3",
-            "--overlap",
-            "0.9",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert res.returncode == 0, res.stderr
-    s = json.loads((out / "summary.json").read_text())
+def test_two_owner_processes_learn(run_protocol) -> None:
+    s, out = run_protocol("pyvertical", "--clients", "2", "--epochs", "3", "--overlap", "0.9")
     assert s["test_accuracy"] > 0.8 and s["intersection_size"] > 1000 and s["psi_seconds"] > 0, s
