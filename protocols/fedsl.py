@@ -191,16 +191,7 @@ class FedSLClient(ClientRole):
                     expect=("ack",),
                 )
         self.net.train()
-        meta = (
-            {
-                "loss_sum": tally.loss_sum,
-                "correct": tally.correct,
-                "count": tally.count,
-                "confusion": tally.confusion.tolist(),
-            }
-            if self.is_last
-            else {}
-        )
+        meta = tally.to_meta() if self.is_last else {}
         link.send(Message("eval_done", meta=meta))
 
 
@@ -288,8 +279,7 @@ class FedSLServer(ServerRole):
         tally = Tally(len(self.classes))
         for msg in done.values():
             if "count" in msg.meta:
-                tally.add_counts(msg.meta["loss_sum"], msg.meta["correct"], msg.meta["count"])
-                tally.confusion += np.asarray(msg.meta["confusion"], dtype=np.int64)
+                tally.add_meta(msg.meta)
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.transport.link import ClientLink
 from splitfed.wire import Message
 
+from .handshake import ready_message
 from .split_steps import from_wire, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class SFLClient(ClientRole):
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def setup(self, link: ClientLink) -> None:
-        s = self.shard
-        meta = {"n_train": len(s.train_y), "n_test": len(s.test_y), "classes": s.classes, "shape": list(s.shape)}
-        link.request(Message("ready", meta=meta), expect=("ack",))
+        link.request(ready_message(self.shard), expect=("ack",))
 
     def train_round(self, link: ClientLink, round: int) -> None:
         cfg, s = self.config, self.shard

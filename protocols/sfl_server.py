@@ -16,6 +16,7 @@ from splitfed.protocol import RoundResult, ServerRole
 from splitfed.transport.link import ServerLink
 from splitfed.wire import Message
 
+from .handshake import Joined
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -25,20 +26,9 @@ class SFLServerBase(ServerRole):
     """Subclasses say how many server halves there are and in which order clients train."""
 
     def setup(self, link: ServerLink) -> dict[str, Any]:
-        ready: dict[str, dict] = {}
-        while len(ready) < len(link.clients):
-            peer, msg = link.recv(expect=("ready",))
-            ready[peer] = msg.meta
-        first = ready[link.clients[0]]
-        for peer, meta in ready.items():
-            if meta["classes"] != first["classes"] or meta["shape"] != first["shape"]:
-                raise ProtocolError(
-                    f"{peer} holds classes {meta['classes']} of shape {meta['shape']}, but "
-                    f"{link.clients[0]} holds {first['classes']} of shape {first['shape']}: every client needs the same"
-                )
-        self.clients = list(link.clients)
-        self.n_train = {p: int(ready[p]["n_train"]) for p in self.clients}
-        self.classes, self.shape = list(first["classes"]), tuple(first["shape"])
+        joined = Joined.gather(link)
+        self.clients, self.n_train = joined.clients, joined.n_train
+        self.classes, self.shape = joined.classes, joined.shape
         cfg = self.config
         full = build_model(cfg.model, self.shape, len(self.classes), cfg.seed)
         self.cut = resolve_cut(cfg.model, cfg.cut, full)
@@ -49,14 +39,8 @@ class SFLServerBase(ServerRole):
             key: make_optimizer(h.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
             for key, h in self.halves.items()
         }
-        for peer in self.clients:
-            link.reply(peer, Message("ack"))
-        return {
-            "client_data": {p: {k: ready[p][k] for k in ("n_train", "n_test")} for p in self.clients},
-            "classes": self.classes,
-            "input_shape": list(self.shape),
-            "cut": self.cut,
-        }
+        joined.ack(link)
+        return {**joined.facts, "cut": self.cut}
 
     def half_keys(self) -> list[str]:
         raise NotImplementedError

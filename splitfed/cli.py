@@ -211,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     _data_flags(client, client=True)
 
+    b = sub.add_parser(
+        "bench",
+        help="compare protocols side by side on the same data, model, epochs and seeds",
+        description="Run each protocol as a real multi-process run (one after another) with the same settings, "
+        "then write results.csv, results.md, curves.png, confusion_<protocol>.png and every run folder.",
+    )
+    b.add_argument(
+        "--protocols", default=",".join(names), help="comma-separated protocols to compare (default: all: %(default)s)"
+    )
+    b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
+    b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
+    b.add_argument("--model", choices=sorted(MODELS), default="cnn", help="model of the split protocols")
+    b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
+    b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
+    b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")
+    _data_flags(b, client=False)
+
     sub.add_parser("protocols", help="list the available protocols")
     return parser
 
@@ -233,7 +251,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     return RunConfig(
         protocol=spec.name,
-        clients=args.clients,
+        clients=args.clients if spec.distributed else 1,
         epochs=args.epochs,
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
@@ -326,6 +344,37 @@ def _cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from splitfed.bench import bench
+
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    for p in protocols:
+        registry.get(p)  # unknown names fail here, before any run starts
+    common = [
+        "--clients",
+        str(args.clients),
+        "--epochs",
+        str(args.epochs),
+        "--model",
+        args.model,
+        "--batch-size",
+        str(args.batch_size),
+        "--data",
+        args.data,
+        "--partition",
+        args.partition,
+        "--test-split",
+        args.test_split,
+        "--test-fraction",
+        str(args.test_fraction),
+    ]
+    out = args.out or Path("bench") / time.strftime("%Y%m%d-%H%M%S")
+    rows = bench(protocols, common, args.seeds, out, timeout=args.timeout_per_run)
+    sys.stderr.write((out / "results.md").read_text())
+    print(out / "results.md")
+    return 0 if any(r["test_accuracy"] is not None for r in rows) else 1
+
+
 def _cmd_client(args: argparse.Namespace) -> int:
     from splitfed.runtime.client import run_client
 
@@ -351,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in registry.available():
                 print(f"{name:12s} {registry.get(name).summary}")
             return 0
-        return {"run": _cmd_run, "server": _cmd_server, "client": _cmd_client}[args.command](args)
+        commands = {"run": _cmd_run, "server": _cmd_server, "client": _cmd_client, "bench": _cmd_bench}
+        return commands[args.command](args)
     except SplitFedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -47,6 +47,21 @@ class Tally:
             self.confusion + other.confusion,
         )
 
+    def to_meta(self) -> dict:
+        """JSON-safe sums, for a party that reports its tally to the server."""
+        return {
+            "loss_sum": self.loss_sum,
+            "correct": self.correct,
+            "count": self.count,
+            "confusion": self.confusion.tolist(),
+        }
+
+    def add_meta(self, meta: dict) -> None:
+        """Merge a tally reported with :meth:`to_meta` (a confusion matrix is optional)."""
+        self.add_counts(meta["loss_sum"], meta["correct"], meta["count"])
+        if "confusion" in meta:
+            self.confusion += np.asarray(meta["confusion"], dtype=np.int64).reshape(self.confusion.shape)
+
     @property
     def loss(self) -> float:
         return self.loss_sum / self.count if self.count else float("nan")

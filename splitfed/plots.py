@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 
-def _figure():
+def new_figure():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,18 +19,18 @@ def _figure():
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     from splitfed.runtime.outputs import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _figure().close(fig)
+    new_figure().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Loss and accuracy per round, train and test."""
-    plt = _figure()
+    plt = new_figure()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["round"] for r in rows]
     for key, style in (("train", "--"), ("test", "-")):
@@ -43,11 +43,11 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
         ax.legend()
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str = "test confusion") -> None:
-    plt = _figure()
+    plt = new_figure()
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -66,4 +66,4 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -48,7 +48,10 @@ def run_in_threads(config: RunConfig, out: Path, data: DataRequest | None = None
     threads = [threading.Thread(target=server, daemon=True)]
     threads[0].start()
     ready.wait()
-    threads += [threading.Thread(target=client, args=(i,), daemon=True) for i in range(config.clients)]
+    from splitfed import registry
+
+    n_clients = config.clients if registry.get(config.protocol).distributed else 0
+    threads += [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n_clients)]
     for t in threads[1:]:
         t.start()
     for t in threads:

@@ -33,9 +33,9 @@ KINDS = frozenset(
         "eval",  # client -> server: activations of a test batch
         "eval_result",  # server -> client: loss and correct count of a test batch
         "eval_done",  # client -> server: no more test batches this round
-        "turn",  # server -> client: it is your turn (protocols that take turns)
+        "turn",  # client -> server: may I start my turn? (vanilla split learning)
         "ack",  # either way: received, nothing to return
-        "wait",  # server -> client: keep-alive while a client waits on others
+        "wait",  # keep-alive: server -> waiting client, or client -> server during local work
         "done",  # server -> client: the run is over, exit
         "error",  # either way: a request was rejected; meta["error"] says why
         "psi",  # PSI protocol messages (serialized protobuf bytes as uint8 tensors)

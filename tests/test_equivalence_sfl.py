@@ -1,4 +1,4 @@
-"""SFLv1 and SFLv2 with one client equal centralised training of the unsplit model.
+"""SFLv1, SFLv2, vanilla SL and FedAvg with one client equal centralised training of the unsplit model.
 
 Same initial weights, same batches in the same order, SGD with momentum: after several
 rounds the protocol's halves must match the centralised model to 1e-5.
@@ -34,7 +34,7 @@ def centralised(config: RunConfig) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.mark.parametrize("protocol", ["sflv1", "sflv2"])
+@pytest.mark.parametrize("protocol", ["sflv1", "sflv2", "sl"])
 def test_one_client_equals_centralised(protocol: str, tmp_path: Path) -> None:
     config = RunConfig(
         protocol=protocol,
@@ -71,3 +71,25 @@ def test_sflv2_orders_both_learn(tmp_path: Path) -> None:
         summary = json.loads(run_in_threads(config, tmp_path / order).read_text())
         accs[order] = summary["test_accuracy"]
     assert min(accs.values()) > 0.5, accs
+
+
+@pytest.mark.parametrize("protocol", ["fedavg", "centralized"])
+def test_whole_model_baselines_equal_centralised(protocol: str, tmp_path: Path) -> None:
+    config = RunConfig(
+        protocol=protocol,
+        clients=1,
+        epochs=3,
+        local_epochs=2,
+        batch_size=64,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.9,
+        seed=11,
+        timeout=30,
+    )
+    run_in_threads(config, tmp_path)
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    reference = centralised(config)
+    assert trained.keys() == reference.keys()
+    for k, ref in reference.items():
+        assert torch.allclose(trained[k], ref, atol=1e-5), k

@@ -93,7 +93,9 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
         *(["--quiet"] if quiet else []),
     )
     parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
-    for i in range(config.clients):
+    from splitfed import registry
+
+    for i in range(config.clients if registry.get(config.protocol).distributed else 0):
         name = f"client-{i}"
         cmd = _command(
             "client",
@@ -126,7 +128,21 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
     except KeyboardInterrupt:
         _stop(parties, first=signal.SIGINT)
         raise
+    _record_peak_memory(out / "summary.json")
     return out / "summary.json"
+
+
+def _record_peak_memory(summary_path: Path) -> None:
+    """Add the peak resident memory of the largest party (all have exited) to summary.json."""
+    import json
+    import resource
+
+    from splitfed.runtime.outputs import atomic_write_json
+
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child
+    summary = json.loads(summary_path.read_text())
+    summary["peak_memory_mb"] = round(peak_kb / 1024, 1)
+    atomic_write_json(summary_path, summary)
 
 
 def _start(name: str, cmd: list[str], out: Path, env: dict, inherit_stderr: bool = False) -> Party:

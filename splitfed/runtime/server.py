@@ -88,7 +88,8 @@ def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) 
     bar = Progress(config.epochs, config.protocol, enabled=progress)
     started = time.monotonic()
     try:
-        accept_clients(link, config)
+        if spec.distributed:
+            accept_clients(link, config)
         role = spec.server(config, device)
         facts = role.setup(link)
         sent_before = (link.stats.bytes_received, link.stats.bytes_sent)

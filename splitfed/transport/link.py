@@ -4,7 +4,8 @@ Protocols talk only to these two classes. Every message is encoded and decoded,
 whatever the transport underneath (tcp, ipc or inproc), so the codec is always
 exercised. Rules:
 
-* every client message is a request that gets exactly one reply;
+* every client message is a request that gets exactly one reply, except ``wait``: a
+  client's heartbeat during long local work (FedAvg's local epochs);
 * while the server owes a client a reply (the client waits on a barrier or a turn),
   it sends ``wait`` keep-alives so the client knows the server is alive;
 * a client that owes the server a message and stays silent for ``timeout`` seconds
@@ -120,6 +121,8 @@ class ServerLink:
                 continue
             self.stats.count_received(peer, frames, msg)
             self._last_heard[peer] = now
+            if msg.kind == "wait":  # a client's heartbeat during long local work: no reply owed
+                continue
             self._owed.add(peer)
             if msg.kind == "error":
                 raise RemoteError(peer, str(msg.meta.get("error", "unknown error")))
@@ -181,6 +184,7 @@ class ClientLink:
         self.name = transport.name
         self.stats = LinkStats()
         self._next_id = 0
+        self._last_beat = time.monotonic()
         self.round = 0
 
     @property
@@ -193,6 +197,13 @@ class ClientLink:
         frames = encode(msg)
         self.transport.send(frames)
         self.stats.count_sent("server", frames, msg)
+
+    def heartbeat(self) -> None:
+        """Tell the server we are alive during long local work (rate-limited; no reply)."""
+        now = time.monotonic()
+        if now - self._last_beat >= max(0.2, self.timeout / 4):
+            self.send(Message("wait"))
+            self._last_beat = now
 
     def receive(self, *, expect: tuple[str, ...] | None = None) -> Message:
         deadline = time.monotonic() + self.timeout

@@ -1,0 +1,59 @@
+"""Training and testing a whole (unsplit) model on data one party holds.
+
+Shared by the baselines: centralised training (one party holds everything) and
+FedAvg (each client trains the whole model on its own rows between averages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitfed.config import RunConfig
+from splitfed.data.shards import ClientShard, batch_order
+from splitfed.metrics import Tally
+
+
+def train_local(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    shard: ClientShard,
+    config: RunConfig,
+    *,
+    round: int,
+    client: int,
+    device: torch.device,
+    on_batch: Callable[[], None] | None = None,
+) -> Tally:
+    """``config.local_epochs`` passes over the shard, in the same batch order the split protocols use."""
+    tally = Tally(len(shard.classes))
+    model.train()
+    for epoch in range(config.local_epochs):
+        for rows in batch_order(
+            len(shard.train_y), config.batch_size, seed=config.seed, client=client, round=round, epoch=epoch
+        ):
+            x, y = shard.train_x[rows].to(device), shard.train_y[rows].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tally.add(logits.detach(), y, float(loss.detach()) * len(y))
+            if on_batch is not None:
+                on_batch()
+    return tally
+
+
+@torch.no_grad()
+def evaluate_local(model: nn.Module, shard: ClientShard, device: torch.device, batch: int = 256) -> Tally:
+    tally = Tally(len(shard.classes))
+    model.eval()
+    for start in range(0, len(shard.test_y), batch):
+        x, y = shard.test_x[start : start + batch].to(device), shard.test_y[start : start + batch].to(device)
+        logits = model(x)
+        tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
+    model.train()
+    return tally

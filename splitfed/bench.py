@@ -1,0 +1,184 @@
+"""``splitfed bench``: every protocol on the same data, model, epochs and seeds, side by side.
+
+Each run is a real multi-process ``splitfed run`` (run one after another, so they do not
+compete for the cores). A failed run is reported in the table with its error; the others
+still finish. The folder it writes:
+
+* ``results.csv``, ``results.md``: one row per protocol, means ± std over the seeds;
+* ``curves.png``: test accuracy and loss per round, one line per protocol;
+* ``confusion_<protocol>.png``: from the first seed's run;
+* ``runs/<protocol>-seed<N>/``: every run folder, so any row can be traced.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from splitfed.runtime.outputs import atomic_write_bytes
+
+COLUMNS = [
+    "protocol",
+    "runs_ok",
+    "test_accuracy",
+    "test_accuracy_std",
+    "test_macro_f1",
+    "test_macro_f1_std",
+    "test_loss",
+    "test_loss_std",
+    "train_accuracy",
+    "seconds_per_epoch",
+    "mb_up_per_epoch",
+    "mb_down_per_epoch",
+    "peak_memory_mb",
+    "error",
+]
+
+
+@dataclass
+class BenchRun:
+    protocol: str
+    seed: int
+    folder: Path
+    summary: dict[str, Any] | None = None
+    error: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_one(protocol: str, seed: int, folder: Path, common: list[str], timeout: float) -> BenchRun:
+    run = BenchRun(protocol, seed, folder)
+    cmd = [
+        sys.executable,
+        "-m",
+        "splitfed",
+        "run",
+        protocol,
+        *common,
+        "--seed",
+        str(seed),
+        "--out",
+        str(folder),
+        "--quiet",
+    ]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.error = f"timed out after {timeout:g} s"
+        return run
+    if res.returncode != 0:
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        run.error = (errors[0] if errors else (lines[-1] if lines else f"exit status {res.returncode}"))[:300]
+        return run
+    run.summary = json.loads((folder / "summary.json").read_text())
+    run.rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return run
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(protocol: str, runs: list[BenchRun]) -> dict[str, Any]:
+    ok = [r for r in runs if r.summary is not None]
+    row: dict[str, Any] = {
+        "protocol": protocol,
+        "runs_ok": f"{len(ok)}/{len(runs)}",
+        "error": "; ".join(sorted({r.error for r in runs if r.error})),
+    }
+    for key in ("test_accuracy", "test_macro_f1", "test_loss"):
+        row[key], row[f"{key}_std"] = _mean_std([r.summary[key] for r in ok])
+    row["train_accuracy"] = _mean_std([r.summary["train_accuracy"] for r in ok])[0]
+    row["seconds_per_epoch"] = _mean_std([r.summary["seconds_per_epoch"] for r in ok])[0]
+    row["mb_up_per_epoch"] = _mean_std([r.summary["bytes_sent"] / r.summary["epochs"] / 1e6 for r in ok])[0]
+    row["mb_down_per_epoch"] = _mean_std([r.summary["bytes_received"] / r.summary["epochs"] / 1e6 for r in ok])[0]
+    row["peak_memory_mb"] = max((r.summary.get("peak_memory_mb", 0.0) for r in ok), default=None)
+    return row
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    lines = [
+        "| protocol | test accuracy | macro-F1 | log loss | train accuracy | s/epoch | MB up/epoch | MB down/epoch "
+        "| peak MB | runs ok |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["test_accuracy"] is None:
+            lines.append(f"| {r['protocol']} | failed: {r['error']} | | | | | | | | {r['runs_ok']} |")
+            continue
+        lines.append(
+            f"| {r['protocol']} | {r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f} "
+            f"| {r['test_macro_f1']:.4f} ± {r['test_macro_f1_std']:.4f} "
+            f"| {r['test_loss']:.4f} ± {r['test_loss_std']:.4f} "
+            f"| {_fmt(r['train_accuracy'])} | {_fmt(r['seconds_per_epoch'], 3)} | {_fmt(r['mb_up_per_epoch'], 2)} "
+            f"| {_fmt(r['mb_down_per_epoch'], 2)} | {_fmt(r['peak_memory_mb'], 0)} | {r['runs_ok']} |"
+        )
+    atomic_write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
+
+
+def plot_comparison(all_runs: dict[str, list[BenchRun]], out: Path) -> None:
+    from splitfed.plots import new_figure, save_figure
+
+    plt = new_figure()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for protocol, runs in all_runs.items():
+        ok = [r for r in runs if r.rows]
+        if not ok:
+            continue
+        n = min(len(r.rows) for r in ok)
+        x = list(range(1, n + 1))
+        ax_acc.plot(x, [statistics.fmean(r.rows[i]["test_accuracy"] for r in ok) for i in range(n)], label=protocol)
+        ax_loss.plot(x, [statistics.fmean(r.rows[i]["test_loss"] for r in ok) for i in range(n)], label=protocol)
+    ax_acc.set(xlabel="round", ylabel="test accuracy", title="test accuracy (mean over seeds)")
+    ax_loss.set(xlabel="round", ylabel="test cross-entropy", title="test loss (mean over seeds)")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, out / "curves.png")
+
+
+def bench(protocols: list[str], common: list[str], seeds: list[int], out: Path, timeout: float = 3600) -> list[dict]:
+    """Run every protocol for every seed; write the tables and plots; return the table rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    total, k = len(protocols) * len(seeds), 0
+    all_runs: dict[str, list[BenchRun]] = {}
+    for protocol in protocols:
+        for seed in seeds:
+            k += 1
+            print(f"[{k}/{total}] {protocol} seed {seed} ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            run = run_one(protocol, seed, out / "runs" / f"{protocol}-seed{seed}", common, timeout)
+            all_runs.setdefault(protocol, []).append(run)
+            took = time.monotonic() - t0
+            result = run.error or f"test accuracy {run.summary['test_accuracy']:.4f}"
+            print(f"[{k}/{total}] {protocol} seed {seed}: {result} ({took:.0f} s)", file=sys.stderr, flush=True)
+    rows = [aggregate(p, runs) for p, runs in all_runs.items()]
+    write_tables(rows, out)
+    plot_comparison(all_runs, out)
+    for protocol, runs in all_runs.items():
+        first = next((r for r in runs if (r.folder / "confusion.png").exists()), None)
+        if first is not None:
+            shutil.copyfile(first.folder / "confusion.png", out / f"confusion_{protocol}.png")
+    return rows
