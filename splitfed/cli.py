@@ -229,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")
     _data_flags(b, client=False)
 
+    pre = sub.add_parser(
+        "preprocess",
+        help="crop the eye region of face photos into a dataset (also: eye-crop)",
+        description="Detect each face, level the eyes and crop the eye region (eyes, brows, lower "
+        "forehead); writes crops, manifest.csv, report.json and contact_sheet.png.",
+    )
+    from splitfed.preprocessing.cli import add_arguments as preprocess_arguments
+
+    preprocess_arguments(pre)
+
     sub.add_parser("protocols", help="list the available protocols")
     return parser
 
@@ -375,6 +385,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if any(r["test_accuracy"] is not None for r in rows) else 1
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from splitfed.preprocessing.cli import run_from_args
+
+    try:
+        return run_from_args(args)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SplitFedError(str(exc)) from exc
+
+
 def _cmd_client(args: argparse.Namespace) -> int:
     from splitfed.runtime.client import run_client
 
@@ -400,7 +419,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in registry.available():
                 print(f"{name:12s} {registry.get(name).summary}")
             return 0
-        commands = {"run": _cmd_run, "server": _cmd_server, "client": _cmd_client, "bench": _cmd_bench}
+        commands = {
+            "run": _cmd_run,
+            "server": _cmd_server,
+            "client": _cmd_client,
+            "bench": _cmd_bench,
+            "preprocess": _cmd_preprocess,
+        }
         return commands[args.command](args)
     except SplitFedError as exc:
         print(f"error: {exc}", file=sys.stderr)
