@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import kdef_tree  # noqa: E402
-
 from splitfed.preprocessing.kdef import EXPRESSIONS  # noqa: E402
 from splitfed.preprocessing.pipeline import Options, run  # noqa: E402
 
@@ -56,8 +55,10 @@ def main() -> None:
         wall = time.perf_counter() - t0
         report = json.loads((dst / "report.json").read_text())
     n = report["total_crops"]
-    print(f"{n} crops from {args.images} photos of 562x762 in {wall:.1f} s: {n / wall:.1f} images/s end to end "
-          f"(workers: {args.workers or 'cores'}; methods {report['per_method']}; model route {report['model_route']})")
+    print(
+        f"{n} crops from {args.images} photos of 562x762 in {wall:.1f} s: {n / wall:.1f} images/s end to end "
+        f"(workers: {args.workers or 'cores'}; methods {report['per_method']}; model route {report['model_route']})"
+    )
 
 
 if __name__ == "__main__":

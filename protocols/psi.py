@@ -14,6 +14,8 @@ import torch
 
 from splitfed.errors import DataError
 
+MIN_COMMON = 10  # fewer common samples than this cannot train anything
+
 
 def _psi():
     import private_set_intersection.python as psi  # the package installs as openmined.psi
@@ -76,3 +78,14 @@ def check_intersection(common: set[str], minimum: int, owners: int) -> list[str]
     if len(common) < minimum:
         raise DataError(f"only {len(common)} sample id(s) are common to every party; at least {minimum} are needed")
     return sorted(common)
+
+
+def encode_ids(ids: list[str]) -> torch.Tensor:
+    if any("\n" in i for i in ids):
+        raise DataError("sample ids must not contain line breaks")
+    return to_tensor("\n".join(ids).encode("utf-8"))
+
+
+def decode_ids(t: torch.Tensor) -> list[str]:
+    text = to_bytes(t).decode("utf-8")
+    return text.split("\n") if text else []

@@ -20,111 +20,23 @@ import argparse
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
-from splitfed.errors import ConfigError, DataError, ProtocolError
+from splitfed.errors import DataError
 from splitfed.metrics import Tally
-from splitfed.models.vertical import band_bounds, seeded_head, seeded_top
+from splitfed.models.vertical import seeded_top
 from splitfed.optim import make_optimizer
-from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec, RoundResult, ServerRole
-from splitfed.transport.link import ClientLink, ServerLink
+from splitfed.protocol import ProtocolSpec, RoundResult, ServerRole
+from splitfed.transport.link import ServerLink
 from splitfed.wire import Message
 
 from . import psi
+from .psi import MIN_COMMON, decode_ids, encode_ids
+from .pyvertical_owner import VerticalOwner
 from .split_steps import from_wire, to_wire
-
-MIN_COMMON = 10
-
-
-def encode_ids(ids: list[str]) -> torch.Tensor:
-    if any("\n" in i for i in ids):
-        raise DataError("sample ids must not contain line breaks")
-    return psi.to_tensor("\n".join(ids).encode("utf-8"))
-
-
-def decode_ids(t: torch.Tensor) -> list[str]:
-    text = psi.to_bytes(t).decode("utf-8")
-    return text.split("\n") if text else []
-
-
-def owner_ids(all_ids: list[str], overlap: float, seed: int, position: int) -> list[int]:
-    """Rows a simulated owner holds: a seeded random share ``overlap`` of all samples."""
-    if not 0 < overlap <= 1:
-        raise ConfigError(f"--overlap must be in (0, 1], got {overlap}")
-    rng = np.random.default_rng([seed, 7919, position])
-    n = len(all_ids)
-    return sorted(rng.choice(n, size=max(1, round(overlap * n)), replace=False).tolist())
-
-
-class VerticalOwner(ClientRole):
-    """A data owner: its band of its samples, its head, PSI server for its ids."""
-
-    def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
-        super().__init__(assignment, data, device, name)
-        self.index = load_index(data.source)
-        self.k, self.K = assignment.index, assignment.clients
-        if data.shard == "all":  # a real owner: its whole dataset are its features
-            self.rows = list(range(len(self.index)))
-            self.cols = None
-        else:  # simulation: a share of the samples, band k of each image
-            self.rows = owner_ids(self.index.ids, float(self.config.option("overlap", 1.0)), self.config.seed, self.k)
-            self.cols = band_bounds(self.index.shape[2], self.K)[self.k]
-        self.my_ids = [self.index.ids[r] for r in self.rows]
-        c, h, w = self.index.shape
-        width = w if self.cols is None else self.cols[1] - self.cols[0]
-        self.head = seeded_head(c, h, width, self.config.seed, self.k).to(device)
-        cfg = self.config
-        self.opt = make_optimizer(self.head.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-
-    def _load(self, ids: list[str]) -> torch.Tensor:
-        where = {i: r for i, r in zip(self.my_ids, self.rows, strict=True)}
-        missing = [i for i in ids if i not in where]
-        if missing:
-            raise ProtocolError(f"the server announced id {missing[0]!r}, which {self.name} does not hold")
-        x, _ = self.index.load([where[i] for i in ids])
-        return x if self.cols is None else x[..., self.cols[0] : self.cols[1]].contiguous()
-
-    def setup(self, link: ClientLink) -> None:
-        ask = link.request(Message("ready", meta={"n_ids": len(self.my_ids), "position": self.k}), expect=("psi",))
-        setup, response = psi.owner_answer(self.my_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
-        reply = link.request(
-            Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
-            expect=("ids",),
-        )
-        self.train_x = self._load(decode_ids(reply.tensors["train"]))
-        self.test_x = self._load(decode_ids(reply.tensors["test"]))
-        del self.index  # everything else this owner had stays out of memory from here on
-
-    def _phase(self, link: ClientLink, phase: str, x: torch.Tensor) -> None:
-        rows = link.request(Message("pull", meta={"phase": phase}), expect=("ids",)).tensors["rows"]
-        while len(rows):
-            if phase == "train":
-                acts = self.head(x[rows].to(self.device))
-                reply = link.request(
-                    Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)}), expect=("gradient",)
-                )
-                self.opt.zero_grad(set_to_none=True)
-                acts.backward(from_wire(reply.tensors["grad"], self.device))
-                self.opt.step()
-            else:
-                with torch.no_grad():
-                    acts = to_wire(self.head(x[rows].to(self.device)), self.config.wire_dtype)
-                reply = link.request(Message("eval", tensors={"acts": acts}), expect=("eval_result",))
-            rows = reply.tensors["rows"]
-
-    def train_round(self, link: ClientLink, round: int) -> None:
-        self.head.train()
-        self._phase(link, "train", self.train_x)
-
-    def evaluate(self, link: ClientLink, round: int) -> None:
-        self.head.eval()
-        self._phase(link, "eval", self.test_x)
-        self.head.train()
-        link.send(Message("eval_done"))
 
 
 def top_step(
@@ -142,60 +54,90 @@ def top_step(
 
 
 class VerticalServer(ServerRole):
-    """The label holder: PSI client, top model, loss."""
+    """The top model; with the labels (default) also the PSI client and the loss."""
 
     def setup(self, link: ServerLink) -> dict[str, Any]:
         cfg = self.config
-        index = load_index(cfg.data)
-        self.classes = index.classes
-        train_rows, test_rows = split_train_test(
-            index.labels, index.subjects, cfg.test_split, cfg.test_fraction, cfg.seed
-        )
-        label_of = {index.ids[r]: int(index.labels[r]) for r in range(len(index))}
-        train_ids = {index.ids[r] for r in train_rows}
         ready: dict[str, dict] = {}
         while len(ready) < len(link.clients):
             peer, msg = link.recv(expect=("ready",))
             ready[peer] = msg.meta
         self.owners = list(link.clients)
+        holders = [p for p in self.owners if ready[p].get("holds_labels")]
+        self.label_peer = holders[0] if holders else None
         started = time.monotonic()
-        holder = psi.LabelHolder(list(label_of))
-        request = psi.to_tensor(holder.request)
-        psi_bytes = 0
-        for peer in self.owners:
-            link.reply(peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": request}))
-            psi_bytes += len(holder.request)
-        common = set(holder.ids)
-        for _ in self.owners:
-            peer, msg = link.recv(expect=("psi",))
-            setup, response = psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"])
-            psi_bytes += len(setup) + len(response)
-            common &= holder.common_with(setup, response)
-        ordered = psi.check_intersection(common, MIN_COMMON, len(self.owners))
-        self.train_ids = [i for i in ordered if i in train_ids]
-        self.test_ids = [i for i in ordered if i not in train_ids]
-        if not self.train_ids:
+        if self.label_peer is None:
+            ids, psi_bytes, shape = self._align_here(link)
+        else:
+            ids, psi_bytes = self._relay_alignment(link, ready)
+            self.classes, shape = list(ready[self.label_peer]["classes"]), None
+        n_train, n_test = len(decode_ids(ids["train"])), len(decode_ids(ids["test"]))
+        if not n_train:
             raise DataError("no common sample is in the training split; use a larger --overlap or a bigger dataset")
+        self.n = {"train": n_train, "eval": n_test}
         self.psi = {
-            "intersection_size": len(ordered),
+            "intersection_size": n_train + n_test,
             "psi_seconds": time.monotonic() - started,
             "psi_bytes": psi_bytes,
-            "train_aligned": len(self.train_ids),
-            "test_aligned": len(self.test_ids),
+            "train_aligned": n_train,
+            "test_aligned": n_test,
+            "labels_with": self.label_peer or "server",
         }
-        self.train_y = torch.tensor([label_of[i] for i in self.train_ids])
-        self.test_y = torch.tensor([label_of[i] for i in self.test_ids])
         self.top = seeded_top(len(self.owners), len(self.classes), cfg.seed).to(self.device)
         self.opt = make_optimizer(self.top.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-        ids = {"train": encode_ids(self.train_ids), "test": encode_ids(self.test_ids)}
         for peer in self.owners:
             link.reply(peer, Message("ids", tensors=ids))
         return {
             "classes": self.classes,
-            "input_shape": list(index.shape),
+            "input_shape": shape,
             "psi": self.psi,
             "client_data": {p: {"n_ids": ready[p]["n_ids"]} for p in self.owners},
         }
+
+    def _align_here(self, link: ServerLink) -> tuple[dict[str, torch.Tensor], int, list[int]]:
+        """The server holds the labels: it is the PSI client of every owner and splits train/test."""
+        cfg = self.config
+        index = load_index(cfg.data)
+        self.classes = index.classes
+        train_rows, _ = split_train_test(index.labels, index.subjects, cfg.test_split, cfg.test_fraction, cfg.seed)
+        label_of = {index.ids[r]: int(index.labels[r]) for r in range(len(index))}
+        train_set = {index.ids[r] for r in train_rows}
+        holder = psi.LabelHolder(list(label_of))
+        request = psi.to_tensor(holder.request)
+        for peer in self.owners:
+            link.reply(peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": request}))
+        psi_bytes, common = len(holder.request) * len(self.owners), set(holder.ids)
+        for _ in self.owners:
+            _, msg = link.recv(expect=("psi",))
+            setup, response = psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"])
+            psi_bytes += len(setup) + len(response)
+            common &= holder.common_with(setup, response)
+        ordered = psi.check_intersection(common, MIN_COMMON, len(self.owners))
+        train_ids = [i for i in ordered if i in train_set]
+        test_ids = [i for i in ordered if i not in train_set]
+        self.y = {
+            "train": torch.tensor([label_of[i] for i in train_ids]),
+            "eval": torch.tensor([label_of[i] for i in test_ids]),
+        }
+        return {"train": encode_ids(train_ids), "test": encode_ids(test_ids)}, psi_bytes, list(index.shape)
+
+    def _relay_alignment(self, link: ServerLink, ready: dict[str, dict]) -> tuple[dict[str, torch.Tensor], int]:
+        """Client 0 holds the labels: relay its PSI request to the other owners and their answers back."""
+        holder, others = self.label_peer, [p for p in self.owners if p != self.label_peer]
+        link.reply(holder, Message("psi", meta={"role": "label holder"}))
+        _, ask = link.recv(expect=("psi",))
+        for peer in others:
+            link.reply(peer, Message("psi", meta=ask.meta, tensors=ask.tensors))
+        answers, psi_bytes = {}, len(psi.to_bytes(ask.tensors["request"])) * len(others)
+        for _ in others:
+            peer, msg = link.recv(expect=("psi",))
+            k = int(ready[peer]["position"])
+            answers.update({f"setup-{k}": msg.tensors["setup"], f"response-{k}": msg.tensors["response"]})
+            psi_bytes += sum(t.numel() for t in msg.tensors.values())
+        link.reply(holder, Message("psi", tensors=answers))
+        _, ids = link.recv(expect=("ids",))
+        self.y = None  # the labels stay with their owner
+        return {"train": ids.tensors["train"], "test": ids.tensors["test"]}, psi_bytes
 
     def _gather(self, link: ServerLink, kind: str) -> list[torch.Tensor]:
         acts: dict[str, torch.Tensor] = {}
@@ -204,32 +146,50 @@ class VerticalServer(ServerRole):
             acts[peer] = from_wire(msg.tensors["acts"], self.device)
         return [acts[p] for p in self.owners]  # band order
 
-    def _phase(self, link: ServerLink, phase: str, batches: list[torch.Tensor], y: torch.Tensor) -> Tally:
+    def _phase(self, link: ServerLink, phase: str, batches: list[torch.Tensor]) -> Tally:
         tally = Tally(len(self.classes))
         for _ in self.owners:
             link.recv(expect=("pull",))
         nothing = torch.zeros(0, dtype=torch.int64)
         for peer in self.owners:
             link.reply(peer, Message("ids", tensors={"rows": batches[0] if batches else nothing}))
+        train = phase == "train"
         for b, rows in enumerate(batches):
-            labels = y[rows].to(self.device)
-            parts = self._gather(link, "forward" if phase == "train" else "eval")
+            parts = self._gather(link, "forward" if train else "eval")
             following = batches[b + 1] if b + 1 < len(batches) else nothing
-            if phase == "train":
+            if self.label_peer is not None:
+                grads = self._loss_remote(link, parts, tally, train)
+            elif train:
+                labels = self.y["train"][rows].to(self.device)
                 grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels)
                 tally.add(logits, labels, loss_sum)
-                for peer, grad in zip(self.owners, grads, strict=True):
-                    link.reply(
-                        peer,
-                        Message("gradient", tensors={"grad": to_wire(grad, self.config.wire_dtype), "rows": following}),
-                    )
             else:
+                labels = self.y["eval"][rows].to(self.device)
                 with torch.no_grad():
                     logits = self.top(torch.cat(parts, dim=1))
                 tally.add(logits, labels, float(F.cross_entropy(logits, labels, reduction="sum")))
-                for peer in self.owners:
+            for i, peer in enumerate(self.owners):
+                if train:
+                    grad = to_wire(grads[i], self.config.wire_dtype)
+                    link.reply(peer, Message("gradient", tensors={"grad": grad, "rows": following}))
+                else:
                     link.reply(peer, Message("eval_result", tensors={"rows": following}))
         return tally
+
+    def _loss_remote(self, link: ServerLink, parts: list[torch.Tensor], tally: Tally, train: bool) -> list | None:
+        """The label holder computes the loss on our logits; we finish backward through the top."""
+        cut = torch.cat(parts, dim=1).detach().requires_grad_(train)
+        with torch.set_grad_enabled(train):
+            logits = self.top(cut)
+        link.reply(self.label_peer, Message("logits", tensors={"logits": logits.detach().cpu()}))
+        _, reply = link.recv(expect=("gradient",))
+        if not train:
+            return None  # the label holder reports its test tally with eval_done
+        tally.add_meta(reply.meta)
+        self.opt.zero_grad(set_to_none=True)
+        logits.backward(reply.tensors["grad"].to(self.device))
+        self.opt.step()
+        return list(cut.grad.split([p.shape[1] for p in parts], dim=1))
 
     def train_round(self, link: ServerLink, round: int) -> RoundResult:
         from splitfed.data.shards import batch_order
@@ -238,15 +198,17 @@ class VerticalServer(ServerRole):
         batches = [
             b
             for e in range(cfg.local_epochs)
-            for b in batch_order(len(self.train_y), cfg.batch_size, seed=cfg.seed, client=0, round=round, epoch=e)
+            for b in batch_order(self.n["train"], cfg.batch_size, seed=cfg.seed, client=0, round=round, epoch=e)
         ]
-        return RoundResult(self._phase(link, "train", batches, self.train_y))
+        return RoundResult(self._phase(link, "train", batches))
 
     def evaluate(self, link: ServerLink, round: int) -> RoundResult:
-        batches = list(torch.arange(len(self.test_y)).split(256))
-        tally = self._phase(link, "eval", batches, self.test_y)
+        batches = list(torch.arange(self.n["eval"]).split(256))
+        tally = self._phase(link, "eval", batches)
         for _ in self.owners:
-            link.recv(expect=("eval_done",))
+            peer, msg = link.recv(expect=("eval_done",))
+            if peer == self.label_peer:
+                tally.add_meta(msg.meta)
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
@@ -257,6 +219,14 @@ class VerticalServer(ServerRole):
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labels",
+        choices=("server", "client"),
+        default="server",
+        help="who holds the labels: the server (default, OpenMined's 'data scientist') or client 1, "
+        "which then runs PSI with the other owners through the server and computes the loss on "
+        "the logits the server sends it, so labels never leave it",
+    )
     parser.add_argument(
         "--overlap",
         type=float,
@@ -272,5 +242,5 @@ SPEC = ProtocolSpec(
     server=VerticalServer,
     client=VerticalOwner,
     add_arguments=_add_arguments,
-    options=lambda args: {"overlap": args.overlap},
+    options=lambda args: {"overlap": args.overlap, "labels": args.labels},
 )

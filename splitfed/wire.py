@@ -31,6 +31,7 @@ KINDS = frozenset(
         "gradient",  # server -> client: gradient at the cut (+ loss, correct)
         "weights",  # both ways: a model half's weights at round end
         "eval",  # client -> server: activations of a test batch
+        "logits",  # server -> label-holding client: outputs to compute the loss on (PyVertical --labels client)
         "eval_result",  # server -> client: loss and correct count of a test batch
         "eval_done",  # client -> server: no more test batches this round
         "turn",  # client -> server: may I start my turn? (vanilla split learning)

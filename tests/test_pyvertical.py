@@ -138,6 +138,36 @@ def test_owners_send_no_raw_features_and_no_ids(tmp_path: Path, monkeypatch) -> 
                 assert not any(i.encode() in blob for i in all_ids[::50]), "an id travelled in plain text"
 
 
-def test_two_owner_processes_learn(run_protocol) -> None:
-    s, out = run_protocol("pyvertical", "--clients", "2", "--epochs", "3", "--overlap", "0.9")
+@pytest.mark.parametrize("labels", ["server", "client"])
+def test_two_owner_processes_learn(run_protocol, labels: str) -> None:
+    s, out = run_protocol("pyvertical", "--clients", "2", "--epochs", "3", "--overlap", "0.9", "--labels", labels)
     assert s["test_accuracy"] > 0.8 and s["intersection_size"] > 1000 and s["psi_seconds"] > 0, s
+    assert s["labels_with"] == ("server" if labels == "server" else "client-0")
+
+
+def test_labels_on_client_never_leave_it(tmp_path: Path, monkeypatch) -> None:
+    """With --labels client, client 0 sends only gradients of logits and counts, never labels."""
+    sent: list[tuple[str, Message]] = []
+    real_send = ClientLink.send
+
+    def spy(self, msg):
+        real_send(self, msg)
+        sent.append((self.name, msg))
+
+    monkeypatch.setattr(ClientLink, "send", spy)
+    config = RunConfig(
+        protocol="pyvertical", clients=3, epochs=2, seed=1, timeout=30, options={"overlap": 0.9, "labels": "client"}
+    )
+    summary = json.loads(run_in_threads(config, tmp_path).read_text())
+    assert summary["labels_with"] == "client-0" and summary["test_accuracy"] > 0.6, summary
+    holder = [m for name, m in sent if name == "client-0"]
+    others = [m for name, m in sent if name != "client-0"]
+    assert {t for m in others for t in m.tensors} <= {"setup", "response", "acts"}
+    assert {t for m in holder for t in m.tensors} <= {"request", "train", "test", "acts", "grad"}
+    grads = [m for m in holder if m.kind == "gradient"]
+    assert grads and all(set(m.meta) <= {"loss_sum", "correct", "count"} for m in grads)  # no confusion per batch
+    for m in grads:
+        if "grad" in m.tensors:
+            assert m.tensors["grad"].shape[1] == 10  # d(loss)/d(logits), one column per class
+    done = [m for m in holder if m.kind == "eval_done"]
+    assert len(done) == 2 and all(sum(map(sum, m.meta["confusion"])) == m.meta["count"] for m in done)
