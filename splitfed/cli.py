@@ -309,6 +309,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = registry.get(args.protocol)
     config = config_from_args(args, spec)
+    from splitfed.runtime.server import resolve_device
+
+    resolve_device(config.device)  # a missing GPU is reported here, before any process starts
     out = args.out or default_out(spec.name)
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data

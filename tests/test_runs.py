@@ -229,6 +229,9 @@ def test_bad_flags_get_a_clear_error(splitfed_cmd) -> None:
     assert res.returncode != 0 and "not found" in res.stderr
     res = run([*splitfed_cmd, "run", "sflv1", "--lr", "-1"], timeout=60)
     assert res.returncode == 1 and "--lr must be positive" in res.stderr
+    if not torch.cuda.is_available():
+        res = run([*splitfed_cmd, "run", "sflv1", "--device", "cuda"], timeout=60)
+        assert res.returncode == 1 and "CUDA is not available" in res.stderr and "--device cpu" in res.stderr
 
 
 def test_packages_install_under_the_splitfed_name() -> None:
