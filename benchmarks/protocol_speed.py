@@ -10,14 +10,13 @@ Not a test: the figures go into the issue notes.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from splitfed.protocols import psi
+
+from splitfed.bench import run_one
 
 
 def psi_seconds(n: int, overlap: float = 0.5) -> tuple[float, int, int]:
@@ -32,26 +31,11 @@ def psi_seconds(n: int, overlap: float = 0.5) -> tuple[float, int, int]:
 
 def epoch_seconds(protocol: str, epochs: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        cmd = [
-            sys.executable,
-            "-m",
-            "splitfed",
-            "run",
-            protocol,
-            "--clients",
-            "2",
-            "--epochs",
-            str(epochs),
-            "--out",
-            str(out),
-            "--quiet",
-            "--checkpoint-every",
-            "0",
-            *extra,
-        ]
-        subprocess.run(cmd, check=True, capture_output=True)
-        return json.loads((out / "summary.json").read_text())
+        common = ["--clients", "2", "--epochs", str(epochs), "--checkpoint-every", "0", *extra]
+        run = run_one(protocol, 0, Path(tmp) / "run", common, timeout=3600)
+        if run.summary is None:
+            raise SystemExit(f"{protocol} failed: {run.error}")
+        return run.summary
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec,
 from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.wire import Message
 
-from .split_steps import from_wire, state_copy, to_wire
+from .split_steps import from_wire, loss_with_counts, state_copy, to_wire
 
 STATE_NAMES = ("h", "c")
 
@@ -153,14 +153,8 @@ class FedSLClient(ClientRole):
         meta: dict[str, Any] = {}
         if self.is_last:
             y = self.train_y[rows].to(self.device)
-            logits = self.head(state_out[0][-1])
-            loss = F.cross_entropy(logits, y)
+            loss, meta = loss_with_counts(self.head(state_out[0][-1]), y)
             loss.backward()
-            meta = {
-                "loss_sum": float(loss.detach()) * len(y),
-                "correct": int((logits.argmax(1) == y).sum()),
-                "count": len(y),
-            }
         else:
             reply = link.request(
                 Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out), step=self.step_no),

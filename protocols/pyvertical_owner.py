@@ -24,7 +24,7 @@ from splitfed.wire import Message
 
 from . import psi
 from .psi import MIN_COMMON, decode_ids, encode_ids
-from .split_steps import from_wire, to_wire
+from .split_steps import from_wire, loss_with_counts, to_wire
 
 
 def owner_ids(all_ids: list[str], overlap: float, seed: int, position: int) -> list[int]:
@@ -117,13 +117,8 @@ class VerticalOwner(ClientRole):
         if not train:  # the test tally leaves only once, with eval_done: no per-batch label mix
             self.eval_tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
             return link.request(Message("gradient"), expect=("eval_result",))
-        loss = F.cross_entropy(logits, y)
+        loss, meta = loss_with_counts(logits, y)
         loss.backward()
-        meta = {
-            "loss_sum": float(loss.detach()) * len(y),
-            "correct": int((logits.argmax(1) == y).sum()),
-            "count": len(y),
-        }
         return link.request(Message("gradient", meta=meta, tensors={"grad": logits.grad}), expect=("gradient",))
 
     def _phase(self, link: ClientLink, phase: str, x: torch.Tensor) -> None:

@@ -43,3 +43,14 @@ def server_eval(half: nn.Module, acts: torch.Tensor, labels: torch.Tensor) -> tu
 def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a state dict, safe to send zero-copy while training goes on."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def loss_with_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float | int]]:
+    """Mean cross-entropy (to backpropagate) and the sums a label holder reports: loss, correct, count."""
+    loss = F.cross_entropy(logits, labels)
+    counts = {
+        "loss_sum": float(loss.detach()) * len(labels),
+        "correct": int((logits.detach().argmax(1) == labels).sum()),
+        "count": len(labels),
+    }
+    return loss, counts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,26 +42,6 @@ def test_cuda_run_matches_cpu_run(protocol: str, tmp_path: Path) -> None:
     assert abs(results["cpu"]["test_accuracy"] - results["cuda"]["test_accuracy"]) < 0.02
 
 
-def test_multi_process_run_on_cuda(splitfed_cmd, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [
-            *splitfed_cmd,
-            "run",
-            "sflv1",
-            "--clients",
-            "2",
-            "--epochs",
-            "2",
-            "--device",
-            "cuda",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-    assert json.loads((out / "summary.json").read_text())["test_accuracy"] > 0.8
+def test_multi_process_run_on_cuda(run_protocol) -> None:
+    summary, _ = run_protocol("sflv1", "--clients", "2", "--epochs", "2", "--device", "cuda")
+    assert summary["test_accuracy"] > 0.8

@@ -203,7 +203,7 @@ def test_no_fallback_makes_a_miss_a_failure(tmp_path: Path) -> None:
     assert reasons["AM03NES"] == "no face found"
 
 
-def test_folder_mode_and_training_on_the_result(splitfed_cmd, tmp_path: Path) -> None:
+def test_folder_mode_and_training_on_the_result(splitfed_cmd, run_protocol, tmp_path: Path) -> None:
     faces = kdef_tree.real_faces()
     for label, photo in (("calm", "astronaut"), ("stern", "hopper")):
         folder = tmp_path / "photos" / label
@@ -229,27 +229,7 @@ def test_folder_mode_and_training_on_the_result(splitfed_cmd, tmp_path: Path) ->
     assert res.stdout.strip().splitlines()[-1] == str(tmp_path / "crops" / "manifest.csv")
     rows = read_manifest(tmp_path / "crops")
     assert sorted({r["label"] for r in rows}) == ["calm", "stern"] and len(rows) == 10
-    out = tmp_path / "run"
-    res = subprocess.run(
-        [
-            *splitfed_cmd,
-            "run",
-            "sflv1",
-            "--clients",
-            "2",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--data",
-            str(tmp_path / "crops"),
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _, out = run_protocol(
+        "sflv1", "--clients", "2", "--epochs", "1", "--batch-size", "4", "--data", str(tmp_path / "crops")
     )
-    assert res.returncode == 0, res.stderr
     assert json.loads((out / "config.json").read_text())["input_shape"] == [1, 64, 128]

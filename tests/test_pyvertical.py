@@ -107,15 +107,21 @@ def test_each_head_gets_its_own_gradient_slice() -> None:
     assert not torch.allclose(grads[0][:, :3], grads[1][:, :3])  # different heads, different slices
 
 
-def test_owners_send_no_raw_features_and_no_ids(tmp_path: Path, monkeypatch) -> None:
-    sent: list[tuple[str, Message]] = []
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, Message]]:
+    """Every message any client sends during the test, as (client name, message)."""
+    record: list[tuple[str, Message]] = []
     real_send = ClientLink.send
 
     def spy(self, msg):
         real_send(self, msg)
-        sent.append((self.name, msg))
+        record.append((self.name, msg))
 
     monkeypatch.setattr(ClientLink, "send", spy)
+    return record
+
+
+def test_owners_send_no_raw_features_and_no_ids(tmp_path: Path, sent: list) -> None:
     config = RunConfig(protocol="pyvertical", clients=2, epochs=1, seed=2, timeout=30, options={"overlap": 0.8})
     summary = json.loads(run_in_threads(config, tmp_path).read_text())
     assert 0 < summary["intersection_size"] < 1797
@@ -145,16 +151,8 @@ def test_two_owner_processes_learn(run_protocol, labels: str) -> None:
     assert s["labels_with"] == ("server" if labels == "server" else "client-0")
 
 
-def test_labels_on_client_never_leave_it(tmp_path: Path, monkeypatch) -> None:
+def test_labels_on_client_never_leave_it(tmp_path: Path, sent: list) -> None:
     """With --labels client, client 0 sends only gradients of logits and counts, never labels."""
-    sent: list[tuple[str, Message]] = []
-    real_send = ClientLink.send
-
-    def spy(self, msg):
-        real_send(self, msg)
-        sent.append((self.name, msg))
-
-    monkeypatch.setattr(ClientLink, "send", spy)
     config = RunConfig(
         protocol="pyvertical", clients=3, epochs=2, seed=1, timeout=30, options={"overlap": 0.9, "labels": "client"}
     )
