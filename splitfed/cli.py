@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="tcp (loopback) or ipc (unix socket) between the local processes (default %(default)s)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument(
+            "--encrypt",
+            action="store_true",
+            help="encrypt every connection with CurveZMQ (a fresh server key pair in RUN/keys)",
+        )
 
     server = sub.add_parser(
         "server",
@@ -209,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")
     client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    client.add_argument(
+        "--server-key",
+        type=Path,
+        default=None,
+        help="the server's public key file (NAME.key): encrypt with CurveZMQ and verify the server",
+    )
+    client.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        help="this client's NAME.key_secret, for servers that allow-list clients (default: a fresh key per run)",
+    )
     _data_flags(client, client=True)
 
     b = sub.add_parser(
@@ -239,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     preprocess_arguments(pre)
 
+    keys = sub.add_parser(
+        "keys",
+        help="create a CurveZMQ key pair (NAME.key public, NAME.key_secret private)",
+        description="Create a key pair for encrypted runs across machines: give the server "
+        "--curve-secret DIR/NAME.key_secret, and each client --server-key DIR/NAME.key.",
+    )
+    keys.add_argument("folder", type=Path, help="where to write the key files")
+    keys.add_argument("--name", default="server", help="file name stem (default %(default)s)")
+
     sub.add_parser("protocols", help="list the available protocols")
     return parser
 
@@ -253,6 +279,18 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        help="the server's NAME.key_secret (from `splitfed keys`): encrypt every connection with CurveZMQ",
+    )
+    p.add_argument(
+        "--curve-clients",
+        type=Path,
+        default=None,
+        help="with --curve-secret: a folder of client public keys (NAME.key); only those may join",
+    )
     if not any(a.dest == "threads" for a in p._actions):
         p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
         p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
@@ -320,7 +358,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"run folder: {out}", file=sys.stderr)
     try:
-        summary_path = launch(config, out, transport=args.transport, quiet=args.quiet)
+        summary_path = launch(config, out, transport=args.transport, quiet=args.quiet, encrypt=args.encrypt)
     except KeyboardInterrupt:
         print(f"\ninterrupted; partial results in {out}", file=sys.stderr)
         if (out / "summary.json").exists():
@@ -352,7 +390,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
     else:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
     out = args.out or default_out(config.protocol)
-    serve(config, args.address, out, progress=not args.quiet)
+    from splitfed.transport.security import CurveServer
+
+    if args.curve_clients is not None and args.curve_secret is None:
+        raise SplitFedError("--curve-clients needs --curve-secret: an allow-list only works on an encrypted server")
+    curve = CurveServer(args.curve_secret, args.curve_clients) if args.curve_secret else None
+    serve(config, args.address, out, progress=not args.quiet, curve=curve)
     print(out / "summary.json")
     return 0
 
@@ -408,7 +451,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
         seed=args.data_seed,
         shard=args.shard,
     )
-    rounds = run_client(args.server, args.name, data, device=args.device, timeout=args.timeout, threads=args.threads)
+    from splitfed.transport.security import CurveClient
+
+    if args.curve_secret is not None and args.server_key is None:
+        raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
+    curve = CurveClient(args.server_key, args.curve_secret) if args.server_key else None
+    rounds = run_client(
+        args.server, args.name, data, device=args.device, timeout=args.timeout, threads=args.threads, curve=curve
+    )
     logging.getLogger(__name__).info("%s finished after %d round(s)", args.name, rounds)
     return 0
 
@@ -421,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "protocols":
             for name in registry.available():
                 print(f"{name:12s} {registry.get(name).summary}")
+            return 0
+        if args.command == "keys":
+            from splitfed.transport.security import create_keys
+
+            public, secret = create_keys(args.folder, args.name)
+            print(f"public key (give to clients): {public}\nsecret key (keep on the server): {secret}", file=sys.stderr)
+            print(public)
             return 0
         commands = {
             "run": _cmd_run,

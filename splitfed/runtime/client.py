@@ -9,6 +9,7 @@ from splitfed.config import RunConfig
 from splitfed.protocol import Assignment, DataRequest
 from splitfed.runtime.server import resolve_device, set_threads
 from splitfed.transport.link import ClientLink
+from splitfed.transport.security import CurveClient
 from splitfed.transport.zeromq import ZmqClientTransport
 from splitfed.wire import DEFAULT_MAX_BYTES, Message
 
@@ -23,9 +24,10 @@ def run_client(
     device: str = "cpu",
     timeout: float = 60.0,
     threads: int = 0,
+    curve: CurveClient | None = None,
 ) -> int:
     """Take part in one run; returns the number of rounds trained."""
-    transport = ZmqClientTransport(server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=timeout)
+    transport = ZmqClientTransport(server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=timeout, curve=curve)
     link = ClientLink(transport, timeout=timeout)
     try:
         welcome = link.request(Message("hello", meta={"version": __version__}), expect=("welcome",))

@@ -72,14 +72,26 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "splitfed", *args]
 
 
-def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool = False) -> Path:
-    """Run a whole local run; return the path of summary.json. Raises PartyFailedError."""
+def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool = False, encrypt: bool = False) -> Path:
+    """Run a whole local run; return the path of summary.json. Raises PartyFailedError.
+
+    With ``encrypt``, a fresh CurveZMQ key pair for the server is written to ``out/keys``
+    and every connection is encrypted, as between machines.
+    """
+    from splitfed import registry
+    from splitfed.transport.security import create_keys
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     RunWriter(out).write_config(config.to_dict())
     address = make_address(transport)
     threads = config.threads or max(1, (os.cpu_count() or 1) // (config.clients + 1))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server_curve: list[str] = []
+    client_curve: list[str] = []
+    if encrypt:
+        public, secret = create_keys(out / "keys", "server")
+        server_curve, client_curve = ["--curve-secret", str(secret)], ["--server-key", str(public)]
     server_cmd = _command(
         "server",
         "--config",
@@ -90,11 +102,24 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
         str(out),
         "--threads",
         str(threads),
+        *server_curve,
         *(["--quiet"] if quiet else []),
     )
     parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
-    from splitfed import registry
-
+    data_flags = [
+        "--data",
+        config.data,
+        "--partition",
+        config.partition,
+        "--test-split",
+        config.test_split,
+        "--test-fraction",
+        str(config.test_fraction),
+        "--data-seed",
+        str(config.seed),
+        "--shard",
+        "auto",
+    ]
     for i in range(config.clients if registry.get(config.protocol).distributed else 0):
         name = f"client-{i}"
         cmd = _command(
@@ -103,24 +128,14 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
             address,
             "--name",
             name,
-            "--data",
-            config.data,
-            "--partition",
-            config.partition,
-            "--test-split",
-            config.test_split,
-            "--test-fraction",
-            str(config.test_fraction),
-            "--data-seed",
-            str(config.seed),
-            "--shard",
-            "auto",
+            *data_flags,
             "--device",
             config.device,
             "--timeout",
             str(config.timeout),
             "--threads",
             str(threads),
+            *client_curve,
         )
         parties.append(_start(name, cmd, out, env))
     try:

@@ -17,6 +17,7 @@ from splitfed.config import TRAINING_FIELDS, RunConfig
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.link import ServerLink
+from splitfed.transport.security import CurveServer
 from splitfed.transport.zeromq import ZmqServerTransport
 from splitfed.wire import Message
 
@@ -70,7 +71,9 @@ def _version() -> str:
     return __version__
 
 
-def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) -> Path:
+def serve(
+    config: RunConfig, address: str, out: Path, *, progress: bool = True, curve: CurveServer | None = None
+) -> Path:
     """Run the server side of a whole run; return the path of summary.json."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
@@ -79,10 +82,15 @@ def serve(config: RunConfig, address: str, out: Path, *, progress: bool = True) 
     writer = RunWriter(out)
     writer.write_config(config.to_dict())
     spec = registry.get(config.protocol)
-    link = ServerLink(
-        ZmqServerTransport(address, max_bytes=config.max_bytes), timeout=config.timeout, max_bytes=config.max_bytes
+    transport = ZmqServerTransport(address, max_bytes=config.max_bytes, curve=curve)
+    link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
+    log.info(
+        "%s server listening at %s for %d client(s)%s",
+        config.protocol,
+        transport.address,
+        config.clients,
+        " (CurveZMQ encrypted)" if curve else "",
     )
-    log.info("%s server listening at %s for %d client(s)", config.protocol, link.transport.address, config.clients)
     state: dict[str, Any] = {"status": "running", "rounds_done": 0}
     role = None
     bar = Progress(config.epochs, config.protocol, enabled=progress)

@@ -4,6 +4,7 @@ ROUTER/DEALER rather than REQ/REP: a REQ socket is stuck after a lost reply, whi
 DEALER lets the server answer out of order (turns, barriers) and send keep-alives.
 Every socket has ``LINGER=0``, a per-frame ``MAXMSGSIZE``, small high-water marks
 and ZMTP heartbeats so that a frozen peer drops its connection within seconds.
+With CURVE keys (security.py) every connection is encrypted and authenticated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zmq
 
 from splitfed.errors import PeerLostError, TransportError
 from splitfed.transport.base import ClientTransport, Frames, ServerTransport
+from splitfed.transport.security import CurveClient, CurveServer, secure_client, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,12 @@ def _nbytes(frame: Any) -> int:
 class ZmqServerTransport(ServerTransport):
     """ROUTER socket bound to ``address``; peers are identified by their DEALER identity."""
 
-    def __init__(self, address: str, *, max_bytes: int) -> None:
+    def __init__(self, address: str, *, max_bytes: int, curve: CurveServer | None = None) -> None:
         self.address = check_address(address)
         self._sock = _context(address).socket(zmq.ROUTER)
         _common_options(self._sock, max_bytes)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._auth = secure_server(self._sock, curve) if curve is not None else None
         try:
             self._sock.bind(address)
         except zmq.ZMQError as exc:
@@ -97,16 +100,28 @@ class ZmqServerTransport(ServerTransport):
 
     def close(self) -> None:
         self._sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
 
 
 class ZmqClientTransport(ClientTransport):
     """DEALER socket with identity ``name``, connected to the server at ``address``."""
 
-    def __init__(self, address: str, name: str, *, max_bytes: int, connect_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        *,
+        max_bytes: int,
+        connect_timeout: float = 30.0,
+        curve: CurveClient | None = None,
+    ) -> None:
         self.address, self.name = check_address(address), name
         self._connect_timeout = connect_timeout
         self._sock = _context(address).socket(zmq.DEALER)
         _common_options(self._sock, max_bytes)
+        if curve is not None:
+            secure_client(self._sock, curve)
         self._sock.setsockopt(zmq.IDENTITY, name.encode("utf-8"))
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         try:
