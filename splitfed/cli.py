@@ -490,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     except SplitFedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # `run` reports the partial results; a server or client just stops
+        return 130
 
 
 if __name__ == "__main__":

@@ -247,3 +247,28 @@ def test_packages_install_under_the_splitfed_name() -> None:
         env={**os.environ, "PATH": os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]},
     )
     assert res.returncode != 0  # no bare top-level "protocols" package is installed
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_results(splitfed_cmd, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: exit 130, summary kept, no traceback."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "1000", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_for(out / "metrics.jsonl")
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stdout.strip().splitlines()[-1] == str(out / "summary.json")
+    assert "Traceback" not in stderr and "partial results" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_done"] >= 1
+    assert (out / "curves.png").exists()

@@ -141,7 +141,8 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
     try:
         _watch(parties)
     except KeyboardInterrupt:
-        _stop(parties, first=signal.SIGINT)
+        # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
+        _stop(parties, first=signal.SIGINT, settle=GRACE)
         raise
     _record_peak_memory(out / "summary.json")
     return out / "summary.json"
@@ -190,7 +191,11 @@ def _watch(parties: list[Party]) -> None:
         time.sleep(POLL)
 
 
-def _stop(parties: list[Party], first: signal.Signals = signal.SIGTERM) -> None:
+def _stop(parties: list[Party], first: signal.Signals = signal.SIGTERM, settle: float = 0.0) -> None:
+    """Stop parties: let them ``settle`` on a signal they already got, then ``first``, then SIGKILL."""
+    deadline = time.monotonic() + settle
+    while settle and time.monotonic() < deadline and any(p.proc.poll() is None for p in parties):
+        time.sleep(POLL)
     for p in parties:
         if p.proc.poll() is None:
             p.proc.send_signal(first)

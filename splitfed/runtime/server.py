@@ -127,6 +127,7 @@ def serve(
         raise
     finally:
         bar.close()
+        _hold_signals()  # a second Ctrl-C must not cut the final summary short
         if role is not None:
             writer.write_summary(_summary(config, role, state, writer, link, started))
             last = state.get("last_test")
@@ -136,6 +137,13 @@ def serve(
                 log.warning("could not draw plots: %s", exc)
         link.close()
     return writer.summary_path
+
+
+def _hold_signals() -> None:
+    """From here on the process only finishes writing; further SIGINT/SIGTERM are ignored."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
