@@ -33,6 +33,8 @@ class CentralizedTrainer(ServerRole):
         self.classes = self.shard.classes
         self.model = build_model(cfg.model, self.shard.shape, len(self.classes), cfg.seed).to(self.device)
         self.opt = make_optimizer(self.model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        if self.resume is not None:
+            self.model.load_state_dict(self.resume["model"])
         return {
             "classes": self.classes,
             "input_shape": list(self.shard.shape),

@@ -35,7 +35,9 @@ class FedAvgClient(ClientRole):
         self.opt = make_optimizer(self.model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def setup(self, link: ClientLink) -> None:
-        link.request(ready_message(self.shard), expect=("ack",))
+        ack = link.request(ready_message(self.shard), expect=("ack",))
+        if ack.tensors:  # a resumed run
+            self.model.load_state_dict(ack.tensors)
 
     def train_round(self, link: ClientLink, round: int) -> None:
         tally = train_local(
@@ -60,8 +62,8 @@ class FedAvgServer(ServerRole):
     def setup(self, link: ServerLink) -> dict[str, Any]:
         self.joined = Joined.gather(link)
         self.classes = self.joined.classes
-        self.state: dict[str, torch.Tensor] = {}
-        self.joined.ack(link)
+        self.state: dict[str, torch.Tensor] = dict(self.resume["model"]) if self.resume else {}
+        self.joined.ack(link, start=self.state or None)
         return self.joined.facts
 
     def train_round(self, link: ServerLink, round: int) -> RoundResult:

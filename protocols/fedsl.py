@@ -114,7 +114,9 @@ class FedSLClient(ClientRole):
             "group": self.group,
             "position": self.position,
         }
-        link.request(Message("ready", meta=meta), expect=("ack",))
+        ack = link.request(Message("ready", meta=meta), expect=("ack",))
+        if ack.tensors:  # a resumed run: this position's checkpointed sub-network
+            self.load_position_state(ack.tensors)
 
     def _state_in(self, link: ClientLink, phase: str, batch: int) -> tuple[torch.Tensor, ...]:
         if self.position == 0:
@@ -140,9 +142,13 @@ class FedSLClient(ClientRole):
             Message("weights", meta={"n": len(self.train_y), "position": self.position}, tensors=entries),
             expect=("weights",),
         )
-        self.net.load_state_dict({k: v for k, v in reply.tensors.items() if not k.startswith("head.")})
+        self.load_position_state(reply.tensors)
+
+    def load_position_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """This position's averaged sub-network (and, for the last party, the classifier as head.*)."""
+        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("head.")})
         if self.head is not None:
-            self.head.load_state_dict({k[5:]: v for k, v in reply.tensors.items() if k.startswith("head.")})
+            self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
 
     def train_batch(self, link: ClientLink, rows: torch.Tensor) -> None:
         self.step_no += 1
@@ -205,9 +211,9 @@ class FedSLServer(ServerRole):
             raise ProtocolError(f"two clients claim the same group and segment: {self.where}")
         self.classes = list(ready[self.clients[0]]["classes"])
         self.n_train = {p: int(m["n_train"]) for p, m in ready.items()}
-        self.averages: dict[int, dict[str, torch.Tensor]] = {}
+        self.averages: dict[int, dict[str, torch.Tensor]] = dict(self.resume["segments"]) if self.resume else {}
         for peer in self.clients:
-            link.reply(peer, Message("ack"))
+            link.reply(peer, Message("ack", tensors=self.averages.get(self.where[peer][1], {})))
         return {
             "client_data": {
                 p: {k: ready[p][k] for k in ("n_train", "n_test", "group", "position")} for p in self.clients

@@ -58,6 +58,7 @@ class Joined:
             },
         )
 
-    def ack(self, link: ServerLink) -> None:
+    def ack(self, link: ServerLink, start: dict | None = None) -> None:
+        """Answer every ``ready``; ``start`` (weights) goes along when a run resumes."""
         for peer in self.clients:
-            link.reply(peer, Message("ack"))
+            link.reply(peer, Message("ack", tensors=dict(start or {})))

@@ -56,6 +56,8 @@ def top_step(
 class VerticalServer(ServerRole):
     """The top model; with the labels (default) also the PSI client and the loss."""
 
+    resumable = False  # each owner's head stays with its owner and is not checkpointed
+
     def setup(self, link: ServerLink) -> dict[str, Any]:
         cfg = self.config
         ready: dict[str, dict] = {}

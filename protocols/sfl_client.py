@@ -50,7 +50,9 @@ class SFLClient(ClientRole):
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     def setup(self, link: ClientLink) -> None:
-        link.request(ready_message(self.shard), expect=("ack",))
+        ack = link.request(ready_message(self.shard), expect=("ack",))
+        if ack.tensors:  # a resumed run: start from the checkpointed client half
+            self.half.load_state_dict(ack.tensors)
 
     def train_round(self, link: ClientLink, round: int) -> None:
         cfg, s = self.config, self.shard

@@ -39,7 +39,11 @@ class SFLServerBase(ServerRole):
             key: make_optimizer(h.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
             for key, h in self.halves.items()
         }
-        joined.ack(link)
+        if self.resume is not None:
+            self.client_state = dict(self.resume["client_half"])
+            for half in self.halves.values():
+                half.load_state_dict(self.resume["server_half"])
+        joined.ack(link, start=self.client_state if self.resume is not None else None)
         return {**joined.facts, "cut": self.cut}
 
     def half_keys(self) -> list[str]:

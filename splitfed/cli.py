@@ -28,9 +28,9 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
     g.add_argument(
         "--epochs",
         type=int,
-        default=d.epochs,
+        default=None,
         help="rounds of training; each round every client passes over its data --local-epochs times, "
-        "then weights are averaged and the global model is tested (default %(default)s)",
+        f"then weights are averaged and the global model is tested (default {d.epochs}; with --resume, the new total)",
     )
     g.add_argument(
         "--local-epochs",
@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="encrypt every connection with CurveZMQ (a fresh server key pair in RUN/keys)",
         )
+        p.add_argument(
+            "--resume",
+            type=Path,
+            default=None,
+            metavar="RUN",
+            help="continue the run folder RUN from its checkpoint.pt with its own settings (--epochs sets a new "
+            "total); optimizers restart, metrics.jsonl goes on",
+        )
 
     server = sub.add_parser(
         "server",
@@ -278,6 +286,11 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.pt (optimizers restart; metrics.jsonl goes on)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
         "--curve-secret",
@@ -300,7 +313,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     return RunConfig(
         protocol=spec.name,
         clients=args.clients if spec.distributed else 1,
-        epochs=args.epochs,
+        epochs=args.epochs if args.epochs is not None else RunConfig.__dataclass_fields__["epochs"].default,
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -346,11 +359,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from splitfed.runtime.launcher import launch
 
     spec = registry.get(args.protocol)
-    config = config_from_args(args, spec)
+    if args.resume is not None:
+        config = RunConfig.from_file(args.resume / "config.json")
+        if config.protocol != spec.name:
+            raise SplitFedError(
+                f"{args.resume} is a {config.protocol} run; resume it with `splitfed run {config.protocol}`"
+            )
+        config = config.replace(epochs=args.epochs) if args.epochs is not None else config
+        out = args.resume
+        from splitfed.runtime.server import load_checkpoint
+
+        load_checkpoint(out, config, spec)  # nothing to resume, or the wrong protocol: say so before starting
+    else:
+        config = config_from_args(args, spec)
+        out = args.out or default_out(spec.name)
     from splitfed.runtime.server import resolve_device
 
     resolve_device(config.device)  # a missing GPU is reported here, before any process starts
-    out = args.out or default_out(spec.name)
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
         print(
@@ -358,7 +383,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"run folder: {out}", file=sys.stderr)
     try:
-        summary_path = launch(config, out, transport=args.transport, quiet=args.quiet, encrypt=args.encrypt)
+        summary_path = launch(
+            config,
+            out,
+            transport=args.transport,
+            quiet=args.quiet,
+            encrypt=args.encrypt,
+            resume=args.resume is not None,
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted; partial results in {out}", file=sys.stderr)
         if (out / "summary.json").exists():
@@ -383,8 +415,9 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from splitfed.runtime.server import serve
 
     if args.config is not None:
-        config = RunConfig.from_dict(json.loads(args.config.read_text()))
+        config = RunConfig.from_file(args.config)
         config = config.replace(threads=args.threads) if args.threads else config
+        config = config.replace(epochs=args.epochs) if getattr(args, "epochs", None) is not None else config
     elif args.protocol:
         config = config_from_args(args, registry.get(args.protocol))
     else:
@@ -395,7 +428,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     if args.curve_clients is not None and args.curve_secret is None:
         raise SplitFedError("--curve-clients needs --curve-secret: an allow-list only works on an encrypted server")
     curve = CurveServer(args.curve_secret, args.curve_clients) if args.curve_secret else None
-    serve(config, args.address, out, progress=not args.quiet, curve=curve)
+    serve(config, args.address, out, progress=not args.quiet, curve=curve, resume=args.resume)
     print(out / "summary.json")
     return 0
 

@@ -89,6 +89,21 @@ class RunConfig:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
         return cls(**data)
 
+    @classmethod
+    def from_file(cls, path: Any) -> RunConfig:
+        """The settings in a run's config.json (which also records facts such as the classes)."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; give the config.json of a run folder")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({k: v for k, v in data.items() if k in known})
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 

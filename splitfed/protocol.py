@@ -56,9 +56,14 @@ class RoundResult:
 
 
 class ServerRole(ABC):
+    #: False for protocols whose state is not all on the server (a resume would lose it)
+    resumable: bool = True
+
     def __init__(self, config: RunConfig, device: torch.device) -> None:
         self.config, self.device = config, device
         self.classes: list[str] = []
+        #: set by the runtime before setup() when a run resumes: what checkpoint() returned
+        self.resume: dict[str, Any] | None = None
 
     @abstractmethod
     def setup(self, link: Any) -> dict[str, Any]:
@@ -71,7 +76,10 @@ class ServerRole(ABC):
     def evaluate(self, link: Any, round: int) -> RoundResult: ...
 
     def checkpoint(self) -> dict[str, Any]:
-        """Tensors and numbers worth saving at round end (weights of the global model)."""
+        """Weights of the global model at round end; on resume they come back as ``self.resume``.
+
+        A resumed run restarts every optimizer (momentum and Adam moments are not saved).
+        """
         return {}
 
     def summary(self) -> dict[str, Any]:

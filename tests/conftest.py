@@ -42,7 +42,13 @@ def run_protocol(splitfed_cmd, tmp_path: Path):
     import subprocess
 
     def _run(protocol: str, *args: str) -> tuple[dict, Path]:
-        out = tmp_path / f"run-{protocol}"
+        args = list(args)
+        suffix = ""
+        if "--out-suffix" in args:  # a second run of the same protocol in one test
+            i = args.index("--out-suffix")
+            suffix = "-" + args[i + 1]
+            del args[i : i + 2]
+        out = tmp_path / f"run-{protocol}{suffix}"
         res = subprocess.run(
             [*splitfed_cmd, "run", protocol, *args, "--out", str(out), "--quiet"],
             capture_output=True,

@@ -272,3 +272,28 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_results(splitfed_cmd, tmp_path: Path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_done"] >= 1
     assert (out / "curves.png").exists()
+
+
+@pytest.mark.parametrize("protocol", ["sflv1", "fedsl"])
+def test_resume_continues_where_the_checkpoint_left_off(run_protocol, splitfed_cmd, protocol: str) -> None:
+    """With plain SGD (no optimizer state to lose), 2 rounds + resume to 4 == 4 rounds straight."""
+    common = ["--clients", "2", "--optimizer", "sgd", "--momentum", "0", "--lr", "0.05", "--seed", "7"]
+    straight, straight_dir = run_protocol(protocol, *common, "--epochs", "4")
+    first, run_dir = run_protocol(protocol, *common, "--epochs", "2", "--out-suffix", "resumed")
+    assert first["rounds_done"] == 2
+    res = run([*splitfed_cmd, "run", protocol, "--resume", str(run_dir), "--epochs", "4", "--quiet"])
+    assert res.returncode == 0, res.stderr
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4] and resumed["resumed_after_round"] == 2
+    assert resumed["test_loss"] == pytest.approx(straight["test_loss"], abs=1e-6)
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert sum(r["bytes_sent"] for r in rows) <= resumed["bytes_sent"]
+    again = run([*splitfed_cmd, "run", protocol, "--resume", str(run_dir), "--quiet"])
+    assert again.returncode == 1 and "already has 4 round(s)" in again.stderr
+
+
+def test_resume_refuses_what_it_cannot_restore(run_protocol, splitfed_cmd) -> None:
+    _, run_dir = run_protocol("pyvertical", "--clients", "2", "--epochs", "1")
+    res = run([*splitfed_cmd, "run", "pyvertical", "--resume", str(run_dir), "--epochs", "2", "--quiet"])
+    assert res.returncode == 1 and "cannot resume" in res.stderr

@@ -38,7 +38,7 @@ def run_client(
         log.info("%s is client %d of %d in a %s run", name, assignment.index, assignment.clients, config.protocol)
         role = registry.get(config.protocol).client(assignment, data, resolve_device(device), name)
         role.setup(link)
-        rnd = 0
+        rnd = int(welcome.meta.get("start_round", 1)) - 1
         while True:
             rnd += 1
             link.round = rnd

@@ -72,11 +72,20 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "splitfed", *args]
 
 
-def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool = False, encrypt: bool = False) -> Path:
+def launch(
+    config: RunConfig,
+    out: Path,
+    *,
+    transport: str = "tcp",
+    quiet: bool = False,
+    encrypt: bool = False,
+    resume: bool = False,
+) -> Path:
     """Run a whole local run; return the path of summary.json. Raises PartyFailedError.
 
     With ``encrypt``, a fresh CurveZMQ key pair for the server is written to ``out/keys``
-    and every connection is encrypted, as between machines.
+    and every connection is encrypted, as between machines. With ``resume``, the server
+    continues the run in ``out`` from its checkpoint.
     """
     from splitfed import registry
     from splitfed.transport.security import create_keys
@@ -104,6 +113,7 @@ def launch(config: RunConfig, out: Path, *, transport: str = "tcp", quiet: bool 
         str(threads),
         *server_curve,
         *(["--quiet"] if quiet else []),
+        *(["--resume"] if resume else []),
     )
     parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
     data_flags = [

@@ -68,6 +68,16 @@ class RunWriter:
             fh.write(json.dumps(_clean(row), sort_keys=True) + "\n")
             fh.flush()
 
+    def keep_metrics_until(self, last_round: int) -> None:
+        """On resume: keep the rows up to the checkpointed round, drop any later ones."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        self.rows = [r for r in rows if r["round"] <= last_round]
+        text = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in self.rows)
+        atomic_write_bytes(path, text.encode())
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)
 

@@ -48,7 +48,7 @@ def set_threads(threads: int, processes: int) -> None:
     torch.set_num_threads(n)
 
 
-def accept_clients(link: ServerLink, config: RunConfig) -> None:
+def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) -> None:
     """Wait for ``config.clients`` hellos, then welcome each with its index and the config."""
     while len(link.clients) < config.clients:
         peer, msg = link.recv(expect=("hello",))
@@ -62,7 +62,8 @@ def accept_clients(link: ServerLink, config: RunConfig) -> None:
     link.clients.sort(key=natural_key)
     training = {k: v for k, v in config.to_dict().items() if k in TRAINING_FIELDS}
     for i, peer in enumerate(link.clients):
-        link.reply(peer, Message("welcome", meta={"config": training, "index": i, "clients": config.clients}))
+        meta = {"config": training, "index": i, "clients": config.clients, "start_round": start_round}
+        link.reply(peer, Message("welcome", meta=meta))
 
 
 def _version() -> str:
@@ -72,7 +73,13 @@ def _version() -> str:
 
 
 def serve(
-    config: RunConfig, address: str, out: Path, *, progress: bool = True, curve: CurveServer | None = None
+    config: RunConfig,
+    address: str,
+    out: Path,
+    *,
+    progress: bool = True,
+    curve: CurveServer | None = None,
+    resume: bool = False,
 ) -> Path:
     """Run the server side of a whole run; return the path of summary.json."""
     if threading.current_thread() is threading.main_thread():
@@ -93,16 +100,26 @@ def serve(
     )
     state: dict[str, Any] = {"status": "running", "rounds_done": 0}
     role = None
-    bar = Progress(config.epochs, config.protocol, enabled=progress)
+    checkpoint = load_checkpoint(out, config, spec) if resume else None
+    first = checkpoint["round"] + 1 if checkpoint else 1
+    if checkpoint:
+        writer.keep_metrics_until(checkpoint["round"])
+        state["rounds_done"] = checkpoint["round"]
+        # totals of the rounds already done, so that summary.json still adds up over the whole run
+        state["prior"] = {k: sum(r[k] for r in writer.rows) for k in ("bytes_sent", "bytes_received", "wall_seconds")}
+        state["resumed_after_round"] = checkpoint["round"]
+        log.info("resuming %s after round %d of %d", out, checkpoint["round"], config.epochs)
+    bar = Progress(config.epochs - first + 1, config.protocol, enabled=progress)
     started = time.monotonic()
     try:
         if spec.distributed:
-            accept_clients(link, config)
+            accept_clients(link, config, first)
         role = spec.server(config, device)
+        role.resume = {k: v for k, v in checkpoint.items() if k not in ("round", "config")} if checkpoint else None
         facts = role.setup(link)
         sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
-        for rnd in range(1, config.epochs + 1):
+        for rnd in range(first, config.epochs + 1):
             link.round = rnd
             t0 = time.monotonic()
             train = role.train_round(link, rnd)
@@ -137,6 +154,23 @@ def serve(
                 log.warning("could not draw plots: %s", exc)
         link.close()
     return writer.summary_path
+
+
+def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
+    """The checkpoint a resumed run continues from, checked against the run's settings."""
+    from splitfed.errors import ConfigError
+
+    path = out / "checkpoint.pt"
+    if not spec.server.resumable:
+        raise ConfigError(f"{config.protocol} runs cannot resume: part of the model stays with the clients")
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: nothing to resume (was --checkpoint-every 0?)")
+    checkpoint = torch.load(path, weights_only=True)  # our own file, and weights only all the same
+    if checkpoint["config"]["protocol"] != config.protocol:
+        raise ConfigError(f"{path} is a {checkpoint['config']['protocol']} checkpoint, not {config.protocol}")
+    if checkpoint["round"] >= config.epochs:
+        raise ConfigError(f"{out} already has {checkpoint['round']} round(s); pass a larger --epochs to train further")
+    return checkpoint
 
 
 def _hold_signals() -> None:
@@ -174,7 +208,8 @@ def _summary(
 ) -> dict[str, Any]:
     rows = writer.rows
     test, train = state.get("last_test"), state.get("last_train")
-    wall = time.monotonic() - started
+    prior = state.get("prior", {"bytes_sent": 0, "bytes_received": 0, "wall_seconds": 0.0})
+    wall = time.monotonic() - started + prior["wall_seconds"]
     return {
         "protocol": config.protocol,
         "clients": config.clients,
@@ -190,8 +225,9 @@ def _summary(
         "best_test_accuracy": max((r["test_accuracy"] for r in rows), default=None),
         "wall_seconds": wall,
         "seconds_per_epoch": sum(r["wall_seconds"] for r in rows) / len(rows) if rows else None,
-        "bytes_sent": link.stats.bytes_received,
-        "bytes_received": link.stats.bytes_sent,
+        "bytes_sent": link.stats.bytes_received + prior["bytes_sent"],
+        "bytes_received": link.stats.bytes_sent + prior["bytes_received"],
+        **({"resumed_after_round": state["resumed_after_round"]} if "resumed_after_round" in state else {}),
         "tensor_bytes_sent": link.stats.tensor_bytes_received,
         "tensor_bytes_received": link.stats.tensor_bytes_sent,
         "messages_rejected": link.stats.rejected,
