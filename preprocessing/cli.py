@@ -59,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from .pipeline import Options, run, summary_text
+    from .manifest import summary_text
+    from .pipeline import Options, run
 
     h, w = parse_size(args.size)
     angles = tuple(a.strip().upper() for a in getattr(args, "angles", "S").split(",") if a.strip())

@@ -10,43 +10,27 @@ written atomically, so an interrupted run never leaves a corrupt one.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from splitfed.runtime.outputs import atomic_write_bytes, atomic_write_json
+from splitfed.runtime.outputs import atomic_write_bytes
 
 from . import kdef
 from .geometry import CropSpec, project, source_to_crop, warp
+from .manifest import previous_run, stamp, write_manifest, write_report
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = [
-    "path",
-    "label",
-    "subject",
-    "source",
-    "session",
-    "gender",
-    "angle",
-    "method",
-    "bbox",
-    "score",
-    "eyes",
-]
 BLANK_STD = 2.0
 #: Fallback eye positions as fractions of (width, height) for standardised KDEF photos,
 #: used only for an angle with no detected photo in the run to learn from. Rough values
@@ -199,13 +183,13 @@ def run(src: Path, dst: Path, options: Options) -> Report:
         raise FileNotFoundError(f"{src} is not a folder of photos")
     dst.mkdir(parents=True, exist_ok=True)
     items, failures, excluded = list_items(src, options)
-    old_rows, old_failures = ({}, {}) if options.force else _previous(dst)
+    old_rows, old_failures = ({}, {}) if options.force else previous_run(dst)
     todo, kept = [], []
     for it in items:
         prior = old_rows.get(it.rel)
         if prior is not None and (dst / prior["path"]).exists():
             kept.append(prior)
-        elif it.rel in old_failures and old_failures[it.rel]["stamp"] == _stamp(it.source):
+        elif it.rel in old_failures and old_failures[it.rel]["stamp"] == stamp(it.source):
             failures.append({k: v for k, v in old_failures[it.rel].items()})
         else:
             todo.append(it)
@@ -216,7 +200,7 @@ def run(src: Path, dst: Path, options: Options) -> Report:
     for res in results:
         item = res["item"]
         if "failure" in res:
-            failures.append({"file": item.rel, "reason": res["failure"], "stamp": _stamp(item.source)})
+            failures.append({"file": item.rel, "reason": res["failure"], "stamp": stamp(item.source)})
             continue
         if res["size"] != (562, 762) and options.mode == "kdef":
             report.odd_size.append(f"{item.rel} ({res['size'][0]}x{res['size'][1]})")
@@ -229,7 +213,7 @@ def run(src: Path, dst: Path, options: Options) -> Report:
     report.failures = sorted(failures, key=lambda f: f["file"])
     report.seconds = time.monotonic() - started
     write_manifest(dst, rows)
-    _write_report(dst, rows, report, len(todo))
+    write_report(dst, rows, report, len(todo))
     from .contact_sheet import contact_sheet
 
     if rows:
@@ -298,7 +282,7 @@ def _fixed_box_pass(
     for res in missed:
         item = res["item"]
         if options.mode != "kdef" or not options.fallback:
-            failures.append({"file": item.rel, "reason": "no face found", "stamp": _stamp(item.source)})
+            failures.append({"file": item.rel, "reason": "no face found", "stamp": stamp(item.source)})
             continue
         w, h = res["size"]
         (ax, ay), (bx, by) = typical_eyes(rows, item.meta["angle"])
@@ -319,63 +303,6 @@ def typical_eyes(rows: list[dict[str, str]], angle: str) -> tuple[tuple[float, f
         return KDEF_EYE_PRIORS.get(angle, KDEF_EYE_PRIORS["S"])
     med = [statistics.median(col) for col in zip(*seen, strict=True)]
     return (med[0] / 562, med[1] / 762), (med[2] / 562, med[3] / 762)
-
-
-def _stamp(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{int(st.st_mtime)}"
-
-
-def _previous(dst: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    rows: dict[str, dict] = {}
-    if (dst / "manifest.csv").exists():
-        rows = {r["source"]: r for r in read_manifest(dst)}
-    fails: dict[str, dict] = {}
-    if (dst / "report.json").exists():
-        for f in json.loads((dst / "report.json").read_text()).get("failures", []):
-            if "stamp" in f:
-                fails[f["file"]] = f
-    return rows, fails
-
-
-def read_manifest(dst: Path) -> list[dict[str, str]]:
-    with open(dst / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_manifest(dst: Path, rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["path"]))
-    atomic_write_bytes(dst / "manifest.csv", buf.getvalue().encode("utf-8"))
-
-
-def _write_report(dst: Path, rows: list[dict[str, str]], report: Report, attempted: int) -> None:
-    data = asdict(report)
-    data["images_per_second"] = attempted / report.seconds if report.seconds > 0 and attempted else None
-    data["total_crops"] = len(rows)
-    data["per_class"] = dict(sorted(Counter(r["label"] for r in rows).items()))
-    data["per_angle"] = dict(sorted(Counter(r.get("angle", "") for r in rows).items()))
-    data["per_method"] = dict(sorted(Counter(r["method"] for r in rows).items()))
-    atomic_write_json(dst / "report.json", data)
-
-
-def summary_text(dst: Path) -> str:
-    r = json.loads((dst / "report.json").read_text())
-    lines = [
-        f"crops: {r['total_crops']} ({r['processed']} new, {r['kept_from_before']} kept from an earlier run); "
-        f"excluded by angle: {r['excluded']}; failures: {len(r['failures'])}",
-        f"face model: {r['model_route']} (sha256 {r['model_sha256'][:12]}...)",
-        f"per class: {r['per_class']}",
-        f"per angle: {r['per_angle']}",
-        f"per method: {r['per_method']}",
-        f"time: {r['seconds']:.1f} s" + (f", {r['images_per_second']:.1f} images/s" if r["images_per_second"] else ""),
-    ]
-    lines += [f"  failed: {f['file']}: {f['reason']}" for f in r["failures"]]
-    if r["odd_size"]:
-        lines.append(f"  of another size (processed): {', '.join(r['odd_size'])}")
-    return "\n".join(lines)
 
 
 def eye_positions_in_crop(row: dict[str, str], spec: CropSpec) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from splitfed.preprocessing import face_model, kdef
 from splitfed.preprocessing.geometry import CropSpec, parse_size, project, source_to_crop, warp
-from splitfed.preprocessing.pipeline import Options, eye_positions_in_crop, read_manifest, run
+from splitfed.preprocessing.manifest import read_manifest
+from splitfed.preprocessing.pipeline import Options, eye_positions_in_crop, run
 
 from splitfed.data.datasets import load_index
 

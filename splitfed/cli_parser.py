@@ -1,0 +1,304 @@
+"""The ``splitfed`` command line: every subcommand, flag and help text (the commands are in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+from splitfed import __version__, registry
+from splitfed.config import WIRE_DTYPES, RunConfig
+from splitfed.models import MODELS
+from splitfed.optim import OPTIMIZERS
+from splitfed.protocol import DataRequest, ProtocolSpec
+
+BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
+
+
+def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> None:
+    d = RunConfig(protocol="-")
+    g = p.add_argument_group("training")
+    g.add_argument("--clients", type=int, default=d.clients, help="number of client processes (default %(default)s)")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="rounds of training; each round every client passes over its data --local-epochs times, "
+        f"then weights are averaged and the global model is tested (default {d.epochs}; with --resume, the new total)",
+    )
+    g.add_argument(
+        "--local-epochs",
+        type=int,
+        default=d.local_epochs,
+        help="passes over its own data each client makes per round (default %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="mini-batch size per client (default %(default)s)"
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate of every optimizer (default %(default)s)")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="optimizer of every model half; its state persists across batches and rounds (default %(default)s)",
+    )
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default %(default)s)")
+    g.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=d.model,
+        help="cnn: compact 4-block CNN for small grayscale images; resnet18: torchvision ResNet-18 adapted "
+        "to the input's channels (default %(default)s)",
+    )
+    g.add_argument(
+        "--cut",
+        type=int,
+        default=None,
+        help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
+        "after the first residual stage, as in SplitFed)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seeds the model, the data split and every batch order: the same seed gives the same numbers",
+    )
+    g.add_argument(
+        "--wire-dtype",
+        choices=WIRE_DTYPES,
+        default=d.wire_dtype,
+        help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes (default %(default)s)",
+    )
+    r = p.add_argument_group("runtime")
+    r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=d.timeout,
+        help="seconds of silence after which a peer is reported lost (default %(default)s)",
+    )
+    r.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=d.max_message_mb,
+        help="largest message accepted, in MiB; larger ones are rejected (default %(default)s)",
+    )
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="write checkpoint.pt every N rounds; 0 = never (default %(default)s)",
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
+    )
+    r.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
+    if spec is not None and spec.add_arguments is not None:
+        spec.add_arguments(p.add_argument_group(f"{spec.name} options"))
+    if spec is not None and spec.defaults:
+        p.set_defaults(**spec.defaults)
+
+
+def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
+    d = DataRequest()
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        default=d.source,
+        help=f"'digits' (built-in: {BUILTIN_NOTE}), a folder with manifest.csv (from `splitfed preprocess`), "
+        "or a folder with one sub-folder of images per class (default %(default)s)",
+    )
+    g.add_argument(
+        "--partition",
+        default=d.partition,
+        help="how training rows are shared among clients: iid, subject (whole people per client) or "
+        "dirichlet:ALPHA (label skew; smaller ALPHA = more skew) (default %(default)s)",
+    )
+    g.add_argument(
+        "--test-split",
+        choices=("random", "subject"),
+        default=d.test_split,
+        help="random (stratified by class) or subject (no person in both train and test) (default %(default)s)",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        default=d.test_fraction,
+        help="share of rows (or of people, with --test-split subject) held out for testing (default %(default)s)",
+    )
+    if client:
+        g.add_argument("--data-seed", type=int, default=0, help="seed of the split and partition; same on every client")
+        g.add_argument(
+            "--shard",
+            choices=("auto", "all"),
+            default="all",
+            help="all: train on this machine's whole dataset (default); auto: take the part of a shared "
+            "dataset that the server's client index assigns (how `splitfed run` simulates clients)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitfed", description="Split-federated deep learning over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"splitfed {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    names = registry.available()
+    specs = {n: registry.get(n) for n in names}
+    listing = "\n".join(f"  {n:12s} {s.summary}" for n, s in specs.items())
+    run = sub.add_parser(
+        "run",
+        help="train with one server and N client processes on this machine",
+        description="Start one server and N client processes on this machine, talking over ZeroMQ, and train.\n"
+        f"Protocols:\n{listing}\n\nSee `splitfed run PROTOCOL --help` for every flag.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_sub = run.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+    for name, spec in specs.items():
+        p = run_sub.add_parser(
+            name,
+            help=spec.summary,
+            description=f"{name}: {spec.summary}.\n\n"
+            "Writes config.json, metrics.jsonl, summary.json, curves.png and confusion.png into the "
+            "run folder; the last line printed is the path of summary.json.",
+        )
+        _training_flags(p, spec)
+        _data_flags(p, client=False)
+        p.add_argument(
+            "--transport",
+            choices=("tcp", "ipc"),
+            default="tcp",
+            help="tcp (loopback) or ipc (unix socket) between the local processes (default %(default)s)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument(
+            "--encrypt",
+            action="store_true",
+            help="encrypt every connection with CurveZMQ (a fresh server key pair in RUN/keys)",
+        )
+        p.add_argument(
+            "--resume",
+            type=Path,
+            default=None,
+            metavar="RUN",
+            help="continue the run folder RUN from its checkpoint.pt with its own settings (--epochs sets a new "
+            "total); optimizers restart, metrics.jsonl goes on",
+        )
+
+    server = sub.add_parser(
+        "server",
+        help="run the server of a multi-machine run",
+        description="Run the server; clients join with `splitfed client --server tcp://HOST:PORT`.",
+    )
+    srv_sub = server.add_subparsers(dest="protocol", metavar="PROTOCOL")
+    for name, spec in specs.items():
+        p = srv_sub.add_parser(name, help=spec.summary)
+        _training_flags(p, spec)
+        _data_flags(p, client=False)  # used where the server holds data (PyVertical's labels)
+        _server_flags(p)
+    _server_flags(server)
+
+    client = sub.add_parser(
+        "client",
+        help="run one client of a multi-machine run",
+        description="Join a server, receive the run's configuration from it, train on local data.",
+    )
+    client.add_argument("--server", required=True, help="the server's address, e.g. tcp://10.0.0.5:5555")
+    client.add_argument(
+        "--name",
+        default=f"client-{socket.gethostname()}-{os.getpid()}",
+        help="this client's name, unique in the run (default client-<host>-<pid>)",
+    )
+    client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
+    client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")
+    client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    client.add_argument(
+        "--server-key",
+        type=Path,
+        default=None,
+        help="the server's public key file (NAME.key): encrypt with CurveZMQ and verify the server",
+    )
+    client.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        help="this client's NAME.key_secret, for servers that allow-list clients (default: a fresh key per run)",
+    )
+    _data_flags(client, client=True)
+
+    b = sub.add_parser(
+        "bench",
+        help="compare protocols side by side on the same data, model, epochs and seeds",
+        description="Run each protocol as a real multi-process run (one after another) with the same settings, "
+        "then write results.csv, results.md, curves.png, confusion_<protocol>.png and every run folder.",
+    )
+    b.add_argument(
+        "--protocols", default=",".join(names), help="comma-separated protocols to compare (default: all: %(default)s)"
+    )
+    b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
+    b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
+    b.add_argument("--model", choices=sorted(MODELS), default="cnn", help="model of the split protocols")
+    b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
+    b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
+    b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")
+    _data_flags(b, client=False)
+
+    pre = sub.add_parser(
+        "preprocess",
+        help="crop the eye region of face photos into a dataset (also: eye-crop)",
+        description="Detect each face, level the eyes and crop the eye region (eyes, brows, lower "
+        "forehead); writes crops, manifest.csv, report.json and contact_sheet.png.",
+    )
+    from splitfed.preprocessing.cli import add_arguments as preprocess_arguments
+
+    preprocess_arguments(pre)
+
+    keys = sub.add_parser(
+        "keys",
+        help="create a CurveZMQ key pair (NAME.key public, NAME.key_secret private)",
+        description="Create a key pair for encrypted runs across machines: give the server "
+        "--curve-secret DIR/NAME.key_secret, and each client --server-key DIR/NAME.key.",
+    )
+    keys.add_argument("folder", type=Path, help="where to write the key files")
+    keys.add_argument("--name", default="server", help="file name stem (default %(default)s)")
+
+    sub.add_parser("protocols", help="list the available protocols")
+    return parser
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        default="tcp://0.0.0.0:5555",
+        help="where to listen: tcp://HOST:PORT or ipc://PATH (default %(default)s)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.pt (optimizers restart; metrics.jsonl goes on)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        help="the server's NAME.key_secret (from `splitfed keys`): encrypt every connection with CurveZMQ",
+    )
+    p.add_argument(
+        "--curve-clients",
+        type=Path,
+        default=None,
+        help="with --curve-secret: a folder of client public keys (NAME.key); only those may join",
+    )
+    if not any(a.dest == "threads" for a in p._actions):
+        p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
+        p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
