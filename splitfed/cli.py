@@ -38,6 +38,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         test_fraction=getattr(args, "test_fraction", 0.2),
         device=args.device,
         timeout=args.timeout,
+        join_timeout=args.join_timeout,
         max_message_mb=args.max_message_mb,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
@@ -198,7 +199,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
         raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
     curve = CurveClient(args.server_key, args.curve_secret) if args.server_key else None
     rounds = run_client(
-        args.server, args.name, data, device=args.device, timeout=args.timeout, threads=args.threads, curve=curve
+        args.server,
+        args.name,
+        data,
+        device=args.device,
+        timeout=args.timeout,
+        threads=args.threads,
+        curve=curve,
+        join_timeout=args.join_timeout,
     )
     logging.getLogger(__name__).info("%s finished after %d round(s)", args.name, rounds)
     return 0

@@ -80,6 +80,12 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="seconds of silence after which a peer is reported lost (default %(default)s)",
     )
     r.add_argument(
+        "--join-timeout",
+        type=float,
+        default=d.join_timeout,
+        help="seconds the server waits for every client to join and load its data (default %(default)s)",
+    )
+    r.add_argument(
         "--max-message-mb",
         type=int,
         default=d.max_message_mb,
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")
+    client.add_argument(
+        "--join-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to keep trying to reach the server at the start (default %(default)s)",
+    )
     client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     client.add_argument(
         "--server-key",

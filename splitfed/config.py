@@ -39,6 +39,7 @@ class RunConfig:
     # runtime
     device: str = "cpu"
     timeout: float = 60.0
+    join_timeout: float = 600.0  # how long the server waits for clients to join and load their data
     max_message_mb: int = 512
     checkpoint_every: int = 1
     threads: int = 0  # torch threads per process; 0 = cores / processes
@@ -66,6 +67,8 @@ class RunConfig:
             raise ConfigError(f"--device {self.device!r} is not one of cpu, cuda, cuda:N")
         if not self.timeout > 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+        if not self.join_timeout > 0:
+            raise ConfigError(f"--join-timeout must be positive, got {self.join_timeout}")
         if self.cut is not None and self.cut < 1:
             raise ConfigError(f"--cut must be >= 1, got {self.cut}")
         if self.checkpoint_every < 0:

@@ -297,3 +297,39 @@ def test_resume_refuses_what_it_cannot_restore(run_protocol, splitfed_cmd) -> No
     _, run_dir = run_protocol("pyvertical", "--clients", "2", "--epochs", "1")
     res = run([*splitfed_cmd, "run", "pyvertical", "--resume", str(run_dir), "--epochs", "2", "--quiet"])
     assert res.returncode == 1 and "cannot resume" in res.stderr
+
+
+def test_a_late_client_still_joins(splitfed_cmd, tmp_path: Path) -> None:
+    """Joining has its own, long deadline: a client may start well after --timeout has passed."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [
+            *splitfed_cmd,
+            "server",
+            "sflv1",
+            "--clients",
+            "1",
+            "--epochs",
+            "1",
+            "--address",
+            address,
+            "--out",
+            str(tmp_path / "run"),
+            "--timeout",
+            "2",
+            "--join-timeout",
+            "60",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(5)
+        assert server.poll() is None, server.stderr.read()  # still waiting, 2.5x past --timeout
+        client = run([*splitfed_cmd, "client", "--server", address, "--name", "late", "--shard", "auto"])
+        assert client.returncode == 0, client.stderr
+        assert server.wait(60) == 0
+    finally:
+        server.kill()

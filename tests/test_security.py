@@ -120,7 +120,7 @@ def test_wrong_or_missing_server_key_cannot_join(tmp_path: Path) -> None:
     _, secret = create_keys(tmp_path / "real", "server")
     impostor, _ = create_keys(tmp_path / "other", "server")
     port = free_port()
-    config = RunConfig(protocol="sflv1", clients=1, epochs=1, timeout=4)
+    config = RunConfig(protocol="sflv1", clients=1, epochs=1, timeout=4, join_timeout=4)
     outcome: list[BaseException] = []
 
     def server() -> None:
@@ -176,7 +176,17 @@ def test_allow_list_admits_only_listed_clients(splitfed_cmd, tmp_path: Path) -> 
     try:
         client = [*splitfed_cmd, "client", "--server", address, "--shard", "auto", "--server-key", str(server_pub)]
         stranger = subprocess.run(
-            [*client, "--name", "mallory", "--curve-secret", str(stranger_secret), "--timeout", "3"],
+            [
+                *client,
+                "--name",
+                "mallory",
+                "--curve-secret",
+                str(stranger_secret),
+                "--timeout",
+                "3",
+                "--join-timeout",
+                "3",
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -25,9 +25,12 @@ def run_client(
     timeout: float = 60.0,
     threads: int = 0,
     curve: CurveClient | None = None,
+    join_timeout: float | None = None,
 ) -> int:
     """Take part in one run; returns the number of rounds trained."""
-    transport = ZmqClientTransport(server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=timeout, curve=curve)
+    transport = ZmqClientTransport(
+        server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
+    )
     link = ClientLink(transport, timeout=timeout)
     try:
         welcome = link.request(Message("hello", meta={"version": __version__}), expect=("welcome",))

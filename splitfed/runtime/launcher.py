@@ -143,6 +143,8 @@ def launch(
             config.device,
             "--timeout",
             str(config.timeout),
+            "--join-timeout",
+            str(config.join_timeout),
             "--threads",
             str(threads),
             *client_curve,

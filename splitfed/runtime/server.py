@@ -112,11 +112,13 @@ def serve(
     bar = Progress(config.epochs - first + 1, config.protocol, enabled=progress)
     started = time.monotonic()
     try:
+        link.timeout = config.join_timeout  # joining and the handshake (clients load their data) may be slow
         if spec.distributed:
             accept_clients(link, config, first)
         role = spec.server(config, device)
         role.resume = {k: v for k, v in checkpoint.items() if k not in ("round", "config")} if checkpoint else None
         facts = role.setup(link)
+        link.timeout = config.timeout  # from here on, silence means a lost peer
         sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
         for rnd in range(first, config.epochs + 1):

@@ -74,6 +74,7 @@ class ServerLink:
         name: str = "server",
     ) -> None:
         self.transport, self.timeout, self.max_bytes, self.name = transport, timeout, max_bytes, name
+        self._base_timeout = timeout
         self.stats = LinkStats()
         self.clients: list[str] = []  # registered clients, in order of arrival
         self._owed: set[str] = set()  # clients waiting on a reply from us
@@ -83,7 +84,9 @@ class ServerLink:
 
     @property
     def keepalive_every(self) -> float:
-        return max(0.2, self.timeout / 4)
+        # fixed by the timeout the link was made with, so raising ``timeout`` (while clients
+        # join) never lets the clients' own shorter timeout run out between keep-alives
+        return max(0.2, self._base_timeout / 4)
 
     def register(self, peer: str) -> None:
         if peer not in self.clients:
