@@ -59,3 +59,48 @@ def run_protocol(splitfed_cmd, tmp_path: Path):
         return json.loads((out / "summary.json").read_text()), out
 
     return _run
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def start_server(splitfed_cmd, tmp_path: Path):
+    """Start ``splitfed server sflv1`` on a free loopback port; killed when the test ends.
+
+    Returns (process, address, run folder).
+    """
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+
+    def _start(*args: str, clients: int = 1, epochs: int = 1) -> tuple[subprocess.Popen, str, Path]:
+        address, out = f"tcp://127.0.0.1:{free_port()}", tmp_path / "run"
+        cmd = [
+            *splitfed_cmd,
+            "server",
+            "sflv1",
+            "--clients",
+            str(clients),
+            "--epochs",
+            str(epochs),
+            "--address",
+            address,
+            "--out",
+            str(out),
+            "--quiet",
+            *args,
+        ]
+        started.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return started[-1], address, out
+
+    yield _start
+    for proc in started:
+        proc.kill()
+        proc.wait()

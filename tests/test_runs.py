@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,12 +14,6 @@ import torch
 import zmq
 
 from splitfed.wire import Message, decode, encode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -129,30 +122,8 @@ def test_killed_client_fails_the_run_and_is_named(splitfed_cmd, tmp_path: Path) 
     assert "client-1" in err and "SIGKILL" in err, err
 
 
-def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_path: Path) -> None:
-    address = f"tcp://127.0.0.1:{free_port()}"
-    out = tmp_path / "run"
-    server = subprocess.Popen(
-        [
-            *splitfed_cmd,
-            "server",
-            "sflv1",
-            "--clients",
-            "2",
-            "--epochs",
-            "500",
-            "--address",
-            address,
-            "--out",
-            str(out),
-            "--timeout",
-            "4",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, start_server) -> None:
+    server, address, out = start_server("--timeout", "4", clients=2, epochs=500)
     clients = []
     rogue = zmq.Context.instance().socket(zmq.DEALER)
     rogue.setsockopt(zmq.LINGER, 0)
@@ -199,7 +170,7 @@ def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, tmp_p
         assert json.loads((out / "summary.json").read_text())["status"] == "failed"
     finally:
         rogue.close(0)
-        for p in [server, *clients]:
+        for p in clients:
             p.kill()
             p.wait()
 
@@ -299,37 +270,11 @@ def test_resume_refuses_what_it_cannot_restore(run_protocol, splitfed_cmd) -> No
     assert res.returncode == 1 and "cannot resume" in res.stderr
 
 
-def test_a_late_client_still_joins(splitfed_cmd, tmp_path: Path) -> None:
+def test_a_late_client_still_joins(splitfed_cmd, start_server) -> None:
     """Joining has its own, long deadline: a client may start well after --timeout has passed."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [
-            *splitfed_cmd,
-            "server",
-            "sflv1",
-            "--clients",
-            "1",
-            "--epochs",
-            "1",
-            "--address",
-            address,
-            "--out",
-            str(tmp_path / "run"),
-            "--timeout",
-            "2",
-            "--join-timeout",
-            "60",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(5)
-        assert server.poll() is None, server.stderr.read()  # still waiting, 2.5x past --timeout
-        client = run([*splitfed_cmd, "client", "--server", address, "--name", "late", "--shard", "auto"])
-        assert client.returncode == 0, client.stderr
-        assert server.wait(60) == 0
-    finally:
-        server.kill()
+    server, address, _ = start_server("--timeout", "2", "--join-timeout", "60")
+    time.sleep(5)
+    assert server.poll() is None, server.stderr.read()  # still waiting, 2.5x past --timeout
+    client = run([*splitfed_cmd, "client", "--server", address, "--name", "late", "--shard", "auto"])
+    assert client.returncode == 0, client.stderr
+    assert server.wait(60) == 0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from splitfed.config import RunConfig
 from splitfed.errors import PeerLostError
@@ -17,12 +18,6 @@ from splitfed.protocol import DataRequest
 from splitfed.runtime.client import run_client
 from splitfed.runtime.server import serve
 from splitfed.transport.security import CurveClient, CurveServer, create_keys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Relay:
@@ -140,66 +135,39 @@ def test_wrong_or_missing_server_key_cannot_join(tmp_path: Path) -> None:
     assert outcome and isinstance(outcome[0], PeerLostError)  # nobody ever joined the server
 
 
-def test_allow_list_admits_only_listed_clients(splitfed_cmd, tmp_path: Path) -> None:
+def test_allow_list_admits_only_listed_clients(splitfed_cmd, start_server, tmp_path: Path) -> None:
     server_pub, server_secret = create_keys(tmp_path / "server", "server")
     allowed_pub, allowed_secret = create_keys(tmp_path / "alice", "alice")
     _, stranger_secret = create_keys(tmp_path / "mallory", "mallory")
     (tmp_path / "allowed").mkdir()
     (tmp_path / "allowed" / "alice.key").write_bytes(allowed_pub.read_bytes())
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            *splitfed_cmd,
-            "server",
-            "sflv1",
-            "--clients",
-            "1",
-            "--epochs",
-            "1",
-            "--address",
-            address,
-            "--out",
-            str(tmp_path / "run"),
-            "--curve-secret",
-            str(server_secret),
-            "--curve-clients",
-            str(tmp_path / "allowed"),
-            "--quiet",
-            "--timeout",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    server, address, _ = start_server(
+        "--curve-secret", str(server_secret), "--curve-clients", str(tmp_path / "allowed"), "--timeout", "60"
     )
-    try:
-        client = [*splitfed_cmd, "client", "--server", address, "--shard", "auto", "--server-key", str(server_pub)]
-        stranger = subprocess.run(
-            [
-                *client,
-                "--name",
-                "mallory",
-                "--curve-secret",
-                str(stranger_secret),
-                "--timeout",
-                "3",
-                "--join-timeout",
-                "3",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert stranger.returncode != 0 and "lost server" in stranger.stderr
-        alice = subprocess.run(
-            [*client, "--name", "alice", "--curve-secret", str(allowed_secret), "--timeout", "30"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert alice.returncode == 0, alice.stderr
-        server.wait(60)
-        assert server.returncode == 0, server.stderr.read()
-    finally:
-        server.kill()
+    client = [*splitfed_cmd, "client", "--server", address, "--shard", "auto", "--server-key", str(server_pub)]
+    stranger = subprocess.run(
+        [
+            *client,
+            "--name",
+            "mallory",
+            "--curve-secret",
+            str(stranger_secret),
+            "--timeout",
+            "3",
+            "--join-timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stranger.returncode != 0 and "lost server" in stranger.stderr
+    alice = subprocess.run(
+        [*client, "--name", "alice", "--curve-secret", str(allowed_secret), "--timeout", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alice.returncode == 0, alice.stderr
+    server.wait(60)
+    assert server.returncode == 0, server.stderr.read()
