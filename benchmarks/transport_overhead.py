@@ -10,9 +10,6 @@ Not a test: speed figures go into the issue notes, not into assertions.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.aggregation import fedavg
+from splitfed.bench import run_one
 from splitfed.data.shards import batch_order, client_shard
 from splitfed.models import build_model, resolve_cut, split_model
 
@@ -66,12 +64,7 @@ def in_process(args: argparse.Namespace) -> float:
 
 
 def over_zeromq(args: argparse.Namespace, out: Path) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "splitfed",
-        "run",
-        "sflv1",
+    common = [
         "--clients",
         str(args.clients),
         "--epochs",
@@ -80,16 +73,13 @@ def over_zeromq(args: argparse.Namespace, out: Path) -> dict:
         args.model,
         "--data",
         args.data,
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(out),
-        "--quiet",
         "--checkpoint-every",
         "0",
     ]
-    subprocess.run(cmd, check=True)
-    return json.loads((out / "summary.json").read_text())
+    run = run_one("sflv1", args.seed, out, common, timeout=3600)
+    if run.summary is None:
+        raise SystemExit(f"the ZeroMQ run failed: {run.error}")
+    return run.summary
 
 
 def main() -> None:

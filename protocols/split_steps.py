@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WIRE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from splitfed.wire import DTYPES
 
 
 def to_wire(t: torch.Tensor, wire_dtype: str) -> torch.Tensor:
     """Detach, move to CPU and cast a float tensor to the wire dtype (activations, gradients)."""
-    return t.detach().to("cpu", WIRE[wire_dtype])
+    return t.detach().to("cpu", DTYPES[wire_dtype])
 
 
 def from_wire(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from splitfed.preprocessing import face_model, kdef
-from splitfed.preprocessing.geometry import CropSpec, parse_size, project, source_to_crop, warp
+from splitfed.preprocessing.geometry import CropSpec, parse_size, project, source_to_crop, tilt_degrees, warp
 from splitfed.preprocessing.manifest import read_manifest
 from splitfed.preprocessing.pipeline import Options, eye_positions_in_crop, run
 
@@ -146,7 +146,7 @@ def test_crops_hold_both_eyes_where_expected(processed) -> None:
 
 def _tilt(row: dict) -> float:
     ax, ay, bx, by = (float(v) for v in row["eyes"].split(","))
-    return math.degrees(math.atan2(by - ay, bx - ax))
+    return tilt_degrees((ax, ay), (bx, by))
 
 
 def _iod(row: dict) -> float:

@@ -53,9 +53,7 @@ def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) ->
     while len(link.clients) < config.clients:
         peer, msg = link.recv(expect=("hello",))
         if msg.meta.get("version") != _version():
-            link._try_error(
-                peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}"
-            )
+            link.reject(peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}")
             continue
         link.register(peer)
         log.info("%s joined (%d/%d)", peer, len(link.clients), config.clients)

@@ -56,11 +56,6 @@ class LinkStats:
         self.messages_received += 1
         self.by_peer[peer]["received"] += n
 
-    def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "by_peer"}
-        d["by_peer"] = {k: dict(v) for k, v in sorted(self.by_peer.items())}
-        return d
-
 
 class ServerLink:
     """The server's side: receive from any client, reply to one."""
@@ -93,21 +88,20 @@ class ServerLink:
             self.clients.append(peer)
             self._last_heard[peer] = time.monotonic()
 
-    def recv(self, *, expect: tuple[str, ...] | None = None, timeout: float | None = None) -> tuple[str, Message]:
+    def recv(self, *, expect: tuple[str, ...] | None = None) -> tuple[str, Message]:
         """Next valid message from a registered client (or a ``hello`` from anyone).
 
         Malformed messages and messages from strangers are answered with ``error``
         and skipped. Raises :class:`PeerLostError` naming a client that owes us a
         message and has been silent for ``timeout`` seconds.
         """
-        limit = self.timeout if timeout is None else timeout
         start = time.monotonic()
         while True:
             got = self.transport.recv(POLL_SLICE)
             now = time.monotonic()
             self._keepalive(now)
             if got is None:
-                self._check_silence(now, start, limit)
+                self._check_silence(now, start, self.timeout)
                 continue
             peer, frames = got
             try:
@@ -115,12 +109,12 @@ class ServerLink:
             except WireError as exc:
                 self.stats.rejected += 1
                 log.warning("rejected a malformed message from %r: %s", peer, exc)
-                self._try_error(peer, f"malformed message rejected: {exc}")
+                self.reject(peer, f"malformed message rejected: {exc}")
                 continue
             if peer not in self.clients and msg.kind != "hello":
                 self.stats.rejected += 1
                 log.warning("rejected a %r message from unknown peer %r", msg.kind, peer)
-                self._try_error(peer, "unknown client: send 'hello' first (start clients with `splitfed client`)")
+                self.reject(peer, "unknown client: send 'hello' first (start clients with `splitfed client`)")
                 continue
             self.stats.count_received(peer, frames, msg)
             self._last_heard[peer] = now
@@ -130,7 +124,7 @@ class ServerLink:
             if msg.kind == "error":
                 raise RemoteError(peer, str(msg.meta.get("error", "unknown error")))
             if expect is not None and msg.kind not in expect:
-                self._try_error(peer, f"unexpected {msg.kind!r} now; expected one of {list(expect)}")
+                self.reject(peer, f"unexpected {msg.kind!r} now; expected one of {list(expect)}")
                 raise ProtocolError(f"{peer} sent {msg.kind!r} when the server expected one of {list(expect)}")
             return peer, msg
 
@@ -144,7 +138,8 @@ class ServerLink:
         # The client's silence clock restarts when we hand it the ball.
         self._last_told[peer] = self._last_heard[peer] = time.monotonic()
 
-    def _try_error(self, peer: str, text: str) -> None:
+    def reject(self, peer: str, text: str) -> None:
+        """Answer ``peer`` with an ``error`` saying why; never fails (the peer may be gone)."""
         try:
             frames = encode(Message("error", meta={"error": text}, sender=self.name))
             self.transport.send(peer, frames)
