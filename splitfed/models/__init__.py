@@ -10,6 +10,7 @@ from torch import nn
 
 from splitfed.errors import ConfigError
 from splitfed.models.cnn import compact_cnn
+from splitfed.models.init import seeded
 from splitfed.models.resnet import resnet18_blocks
 
 Builder = Callable[[tuple[int, int, int], int], list[tuple[str, nn.Module]]]
@@ -22,13 +23,12 @@ MODELS: dict[str, tuple[Builder, int]] = {
 
 
 def build_model(name: str, shape: tuple[int, int, int], n_classes: int, seed: int) -> nn.Sequential:
-    """The whole (unsplit) model, initialised from ``seed`` without touching global RNG state."""
+    """The whole (unsplit) model, initialised from ``seed`` alone (see :mod:`splitfed.models.init`)."""
     if name not in MODELS:
         raise ConfigError(f"--model {name!r} is not one of {sorted(MODELS)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        blocks = MODELS[name][0](shape, n_classes)
-    return nn.Sequential(OrderedDict(blocks))
+    builder = MODELS[name][0]
+    conv_init = "kaiming_fan_out" if name.startswith("resnet") else "torch"
+    return seeded(lambda: nn.Sequential(OrderedDict(builder(shape, n_classes))), seed, conv_init=conv_init)
 
 
 def resolve_cut(name: str, cut: int | None, model: nn.Sequential) -> int:
@@ -40,6 +40,16 @@ def resolve_cut(name: str, cut: int | None, model: nn.Sequential) -> int:
             f"(the number of blocks the client keeps, out of {names})"
         )
     return cut
+
+
+def check_cut(name: str, cut: int | None, shape: tuple[int, int, int], n_classes: int) -> int:
+    """The cut a run will use, checked before any process starts (the model is built on ``meta``:
+    no memory, no weights)."""
+    if name not in MODELS:
+        raise ConfigError(f"--model {name!r} is not one of {sorted(MODELS)}")
+    with torch.device("meta"):
+        model = nn.Sequential(OrderedDict(MODELS[name][0](shape, n_classes)))
+    return resolve_cut(name, cut, model)
 
 
 def split_model(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Sequential]:

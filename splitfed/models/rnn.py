@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from splitfed.errors import ConfigError
+from splitfed.models.init import seeded
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -57,8 +58,8 @@ def build_segments(
     cell: str, input_size: int, hidden: int, n_classes: int, segments: int, seed: int
 ) -> tuple[list[SegmentRNN], nn.Linear]:
     """All sub-networks and the classifier, initialised from ``seed`` (the same on every party)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        subnets = [SegmentRNN(cell, input_size, hidden) for _ in range(segments)]
-        head = nn.Linear(hidden, n_classes)
-    return subnets, head
+    if cell not in CELLS:
+        raise ConfigError(f"--cell {cell!r} is not one of {sorted(CELLS)}")
+    return seeded(
+        lambda: ([SegmentRNN(cell, input_size, hidden) for _ in range(segments)], nn.Linear(hidden, n_classes)), seed
+    )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from splitfed.errors import ConfigError
+from splitfed.models.init import seeded
 
 EMBED = 64
 
 
 def band_bounds(width: int, bands: int) -> list[tuple[int, int]]:
-    """Column ranges of K vertical bands of an image (for 2 clients: left half, right half)."""
-    cuts = [round(i * width / bands) for i in range(bands + 1)]
-    if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
-        raise ValueError(f"an image {width} pixels wide cannot be cut into {bands} bands")
+    """Column ranges of K vertical bands of an image (for 2 clients: left half, right half).
+
+    Every band needs at least one column, so there can be at most as many clients as the
+    image is wide; more is a ConfigError that says so.
+    """
+    cuts = [round(i * width / bands) for i in range(bands + 1)] if bands > 0 else []
+    if bands < 1 or any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+        raise ConfigError(
+            f"an image {width} pixels wide cannot be cut into {bands} vertical band(s), one per client and each "
+            f"at least one column wide; use fewer clients (at most {width}) or wider images"
+        )
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
@@ -37,12 +46,8 @@ def top_model(bands: int, n_classes: int) -> nn.Sequential:
 
 def seeded_head(channels: int, height: int, width: int, seed: int, position: int) -> nn.Sequential:
     """Owner ``position``'s head, initialised from (seed, position) so each owner can build its own."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 1009 + position)
-        return band_head(channels, height, width)
+    return seeded(lambda: band_head(channels, height, width), seed * 1009 + position)
 
 
 def seeded_top(bands: int, n_classes: int, seed: int) -> nn.Sequential:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 1009 + 1000)
-        return top_model(bands, n_classes)
+    return seeded(lambda: top_model(bands, n_classes), seed * 1009 + 1000)
