@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from splitfed.errors import ConfigError, SplitFedError
 
 from . import kdef
 from .geometry import CropSpec, parse_size
+
+if TYPE_CHECKING:  # the pipeline (numpy and friends) loads only when a run starts, not for --help
+    from .pipeline import Options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,20 +65,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             k.add_argument("--include-akdef", action="store_true", help="also process AKDEF averaged faces")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    from .manifest import summary_text
-    from .pipeline import Options, run
-
-    h, w = parse_size(args.size)
-    angles = tuple(a.strip().upper() for a in getattr(args, "angles", "S").split(",") if a.strip())
+def _angles(text: str) -> tuple[str, ...]:
+    angles = tuple(a.strip().upper() for a in text.split(",") if a.strip())
     bad = [a for a in angles if a not in kdef.ANGLES]
-    if bad:
-        raise SystemExit(f"error: unknown angle(s) {bad}; choose from {','.join(kdef.ANGLES)}")
-    options = Options(
+    if bad or not angles:
+        what = f"unknown angle(s) {','.join(bad)}" if bad else "no angle given"
+        raise ConfigError(f"--angles {text!r}: {what}; choose from {','.join(kdef.ANGLES)}")
+    return angles
+
+
+def _spec(args: argparse.Namespace) -> CropSpec:
+    h, w = parse_size(args.size)
+    if not (math.isfinite(args.width) and args.width > 0):
+        raise ConfigError(f"--width {args.width} must be a positive number of inter-ocular distances (default 2.4)")
+    if not math.isfinite(args.up):
+        raise ConfigError(f"--up {args.up} must be a finite number of inter-ocular distances (default 0.8)")
+    return CropSpec(h, w, args.width, args.up)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The pipeline's Options from parsed flags; a bad value is a ConfigError that names its flag."""
+    from .pipeline import Options
+
+    if args.workers < 0:
+        raise ConfigError(f"--workers {args.workers}: give a number of processes, or 0 for one per core")
+    return Options(
         mode=args.source_kind,
-        spec=CropSpec(h, w, args.width, args.up),
+        spec=_spec(args),
         color=args.color,
-        angles=angles,
+        angles=_angles(getattr(args, "angles", "S")),
         workers=args.workers,
         force=args.force,
         fallback=not args.no_fallback,
@@ -79,7 +101,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         include_akdef=getattr(args, "include_akdef", False),
         progress=not args.quiet,
     )
-    run(args.src, args.dst, options)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Crop as the flags say; print the summary to stderr and the manifest's path last, on stdout."""
+    from .manifest import summary_text
+    from .pipeline import run
+
+    run(args.src, args.dst, options_from_args(args))
     print(summary_text(args.dst), file=sys.stderr)
     print(args.dst / "manifest.csv")
     return 0
@@ -92,13 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         "forehead) of face photos and write a dataset `splitfed run --data` loads.",
     )
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors exit 2, as argparse does
     logging.basicConfig(level=logging.WARNING)
-    from splitfed.errors import SplitFedError
-
     try:
         return run_from_args(args)
-    except (SplitFedError, FileNotFoundError, ValueError) as exc:
+    except SplitFedError as exc:  # every expected failure is one; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -6,7 +6,7 @@ import io
 import random
 from pathlib import Path
 
-from splitfed.runtime.outputs import atomic_write_bytes
+from splitfed.files import atomic_write_bytes
 
 
 def contact_sheet(

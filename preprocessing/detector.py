@@ -40,6 +40,27 @@ class Found:
     method: str  # which pass found it
 
 
+INSTALL_HINT = "install the preprocess extra: pip install 'splitfed[preprocess]' (or run bash scripts/setup.sh)"
+
+
+def _missing(module: str, exc: ImportError) -> ConfigError:
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    return ConfigError(f"{module} cannot be imported ({cause}); {INSTALL_HINT}")
+
+
+def require_extra() -> None:
+    """Import OpenCV and MediaPipe here, so a missing extra is one clear error before any worker starts.
+
+    A real import, not just a look-up: an installed package can still fail to load (a
+    missing system library, a broken wheel), and a worker would then fail the same way.
+    """
+    try:
+        import cv2  # noqa: F401 - mediapipe brings opencv-contrib-python, the only cv2 we use
+    except ImportError as exc:
+        raise _missing("cv2 (OpenCV)", exc) from None
+    _mediapipe()
+
+
 def _mediapipe():
     # MediaPipe's C++ side logs every model load to stderr; keep warnings and errors only.
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -49,7 +70,7 @@ def _mediapipe():
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core import base_options
     except ImportError as exc:
-        raise ConfigError(f"mediapipe is not installed ({exc}); run bash scripts/setup.sh") from exc
+        raise _missing("mediapipe", exc) from None
     return mp, vision, base_options
 
 
@@ -76,7 +97,13 @@ class EyeFinder:
             opts = vision.FaceDetectorOptions(
                 base_options=base_options.BaseOptions(model_asset_path=path), min_detection_confidence=min_confidence
             )
-            return vision.FaceDetector.create_from_options(opts)
+            try:
+                return vision.FaceDetector.create_from_options(opts)
+            except (ValueError, RuntimeError, OSError) as exc:  # what MediaPipe raises for a file it cannot use
+                cause = " ".join(str(exc).split())
+                raise ConfigError(
+                    f"the face detector cannot load {path} ({cause}); give a BlazeFace .tflite file with --face-model"
+                ) from None
 
         with _quiet_stderr():  # LiteRT prints INFO lines straight to fd 2 while loading models
             self.passes = [("mediapipe-short", make(short_model))]

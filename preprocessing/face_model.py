@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitfed.errors import ConfigError, SplitFedError
-from splitfed.runtime.outputs import atomic_write_bytes
+from splitfed.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

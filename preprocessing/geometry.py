@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitfed.errors import ConfigError
+
 Point = tuple[float, float]
 
 
@@ -37,13 +39,13 @@ class CropSpec:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``64x128`` -> (64, 128), height x width."""
+    """``64x128`` -> (64, 128), height x width; a ConfigError (it comes from ``--size``) otherwise."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 64x128") from None
+        raise ConfigError(f"--size {text!r} is not HEIGHTxWIDTH; give e.g. --size 64x128") from None
     if h < 8 or w < 8:
-        raise ValueError(f"size {text!r} is too small; use at least 8x8")
+        raise ConfigError(f"--size {text!r} is too small; use at least 8x8")
     return h, w
 
 

@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from splitfed.runtime.outputs import atomic_write_bytes, atomic_write_json
+from splitfed.errors import DataError
+from splitfed.files import atomic_write_bytes, atomic_write_json
 
 MANIFEST_COLUMNS = [
     "path",
@@ -36,6 +37,21 @@ def stamp(path: Path) -> str:
 
 
 def previous_run(dst: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(rows by source, failures with a file stamp by file) of an earlier run into ``dst``, to resume it.
+
+    Files that cannot be read back are a DataError that says how to start afresh, so a
+    damaged earlier run never ends in a bare JSON or CSV error.
+    """
+    try:
+        return _read_previous(dst)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error) as exc:
+        raise DataError(
+            f"cannot read the earlier run in {dst} ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            "pass --force to redo every photo, or choose an empty DST"
+        ) from None
+
+
+def _read_previous(dst: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     rows: dict[str, dict] = {}
     if (dst / "manifest.csv").exists():
         rows = {r["source"]: r for r in read_manifest(dst)}

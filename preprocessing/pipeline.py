@@ -5,7 +5,9 @@ the label from the first sub-folder. Work is spread over ``workers`` processes, 
 with its own detector. A run is resumable: crops already listed in the manifest are
 kept, and files that failed before (same size and modification time) are not retried,
 so a second run is a no-op; ``force`` redoes everything. The manifest and report are
-written atomically, so an interrupted run never leaves a corrupt one.
+written atomically, so an interrupted run never leaves a corrupt one. OpenCV and
+MediaPipe (the ``preprocess`` extra) are imported here first, so a missing one is one
+clear error, not a pool of workers failing one after another.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from splitfed.runtime.outputs import atomic_write_bytes
+from splitfed.errors import DataError
+from splitfed.files import atomic_write_bytes
 
 from . import kdef
 from .geometry import CropSpec, project, source_to_crop, warp
 from .manifest import previous_run, stamp, write_manifest, write_report
+from .workers import map_in_workers, start_in_process
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ _FINDER = None
 
 
 def _init_worker(short: str, full: str | None) -> None:
+    """Give this process its own detector (MediaPipe's are not shared across processes)."""
     global _FINDER
     import cv2
 
@@ -160,7 +164,10 @@ def process_one(args: tuple[Item, str, CropSpec, bool, bool]) -> dict[str, Any]:
     found = _FINDER.find(rgb, fallback=fallback)
     if found is None:
         return {"missed": True, "item": item, "size": (w, h)}
-    save_crop(rgb, found.eyes, Path(dst), item.out_rel, spec, color)
+    try:
+        save_crop(rgb, found.eyes, Path(dst), item.out_rel, spec, color)
+    except ValueError as exc:  # eyes the crop geometry cannot use (they coincide): this photo fails, not the run
+        return {"failure": f"no usable eye positions ({exc})", "item": item}
     return {
         "item": item,
         "size": (w, h),
@@ -175,13 +182,17 @@ def process_one(args: tuple[Item, str, CropSpec, bool, bool]) -> dict[str, Any]:
 
 
 def run(src: Path, dst: Path, options: Options) -> Report:
-    from .detector import resolve_models
+    from .detector import require_extra, resolve_models
 
     started = time.monotonic()
     src, dst = Path(src), Path(dst)
+    require_extra()
     if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder of photos")
-    dst.mkdir(parents=True, exist_ok=True)
+        raise DataError(f"{src} is not a folder of photos; give the folder that holds them (it is walked recursively)")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the output folder {dst} ({exc.strerror or exc}); choose another DST") from None
     items, failures, excluded = list_items(src, options)
     old_rows, old_failures = ({}, {}) if options.force else previous_run(dst)
     todo, kept = [], []
@@ -227,18 +238,15 @@ def _map(todo: list[Item], dst: Path, options: Options, short: str, full: str | 
     if not args:
         return []
     bar = _progress(len(args), options.progress)
-    out = []
     if workers == 1:
-        _init_worker(short, full)
-        stream: Iterable = map(process_one, args)
-        for res in stream:
-            out.append(res)
-            bar(1)
-        return out
-    with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(short, full)) as pool:
-        for res in pool.imap_unordered(process_one, args, chunksize=8):
-            out.append(res)
-            bar(1)
+        start_in_process(_init_worker, (short, full))
+        stream: Iterable[dict[str, Any]] = map(process_one, args)
+    else:
+        stream = map_in_workers(process_one, args, workers, _init_worker, (short, full))
+    out = []
+    for res in stream:
+        out.append(res)
+        bar(1)
     return out
 
 

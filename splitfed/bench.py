@@ -2,7 +2,8 @@
 
 Each run is a real multi-process ``splitfed run`` (run one after another, so they do not
 compete for the cores). A failed run is reported in the table with its error; the others
-still finish. The folder it writes:
+still finish. Progress (one line as each run starts and ends) goes to this module's
+logger, which the CLI shows on stderr. The folder it writes:
 
 * ``results.csv``, ``results.md``: one row per protocol, means ± std over the seeds;
 * ``curves.png``: test accuracy and loss per round, one line per protocol;
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import shutil
 import statistics
 import subprocess
@@ -24,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitfed.runtime.outputs import atomic_write_bytes
+from splitfed.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "protocol",
@@ -167,13 +171,13 @@ def bench(protocols: list[str], common: list[str], seeds: list[int], out: Path, 
     for protocol in protocols:
         for seed in seeds:
             k += 1
-            print(f"[{k}/{total}] {protocol} seed {seed} ...", file=sys.stderr, flush=True)
+            log.info("[%d/%d] %s seed %s ...", k, total, protocol, seed)
             t0 = time.monotonic()
             run = run_one(protocol, seed, out / "runs" / f"{protocol}-seed{seed}", common, timeout)
             all_runs.setdefault(protocol, []).append(run)
             took = time.monotonic() - t0
             result = run.error or f"test accuracy {run.summary['test_accuracy']:.4f}"
-            print(f"[{k}/{total}] {protocol} seed {seed}: {result} ({took:.0f} s)", file=sys.stderr, flush=True)
+            log.info("[%d/%d] %s seed %s: %s (%.0f s)", k, total, protocol, seed, result, took)
     rows = [aggregate(p, runs) for p, runs in all_runs.items()]
     write_tables(rows, out)
     plot_comparison(all_runs, out)

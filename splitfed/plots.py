@@ -20,7 +20,7 @@ def new_figure():
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    from splitfed.runtime.outputs import atomic_write_bytes
+    from splitfed.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

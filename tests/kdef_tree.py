@@ -59,6 +59,18 @@ GOOD = {
 }
 
 
+def build_few(root: Path, count: int = 2) -> list[str]:
+    """Only ``count`` good photos under root/KDEF: enough for a run that must start its workers, quick to write."""
+    faces = real_faces()
+    stems = list(GOOD)[:count]
+    for stem in stems:
+        photo, variant = GOOD[stem]
+        folder = root / "KDEF" / stem[:4]
+        folder.mkdir(parents=True, exist_ok=True)
+        variants(faces[photo])[variant].save(folder / f"{stem}.JPG", quality=92)
+    return stems
+
+
 def build(root: Path) -> dict[str, object]:
     """Write the tree under root/KDEF_and_AKDEF; return what a test needs to know about it."""
     faces = real_faces()

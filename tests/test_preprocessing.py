@@ -17,6 +17,7 @@ from splitfed.preprocessing.manifest import read_manifest
 from splitfed.preprocessing.pipeline import Options, eye_positions_in_crop, run
 
 from splitfed.data.datasets import load_index
+from splitfed.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import kdef_tree  # noqa: E402
@@ -75,7 +76,7 @@ def test_warp_levels_the_eyes_and_puts_them_where_expected(tilt: float) -> None:
 
 def test_size_parsing() -> None:
     assert parse_size("64x128") == (64, 128)
-    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+    with pytest.raises(ConfigError, match="HEIGHTxWIDTH"):
         parse_size("64-128")
 
 

@@ -3,47 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(_clean(data), indent=2, sort_keys=True) + "\n").encode())
+from splitfed.files import atomic_write_bytes, atomic_write_json, json_safe
 
 
 class RunWriter:
@@ -65,7 +30,7 @@ class RunWriter:
         self.rows.append(row)
         # Append-only with one write per line: a crash loses at most the line being written.
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+            fh.write(json.dumps(json_safe(row), sort_keys=True) + "\n")
             fh.flush()
 
     def keep_metrics_until(self, last_round: int) -> None:
@@ -75,7 +40,7 @@ class RunWriter:
             return
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         self.rows = [r for r in rows if r["round"] <= last_round]
-        text = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in self.rows)
+        text = "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in self.rows)
         atomic_write_bytes(path, text.encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
