@@ -35,6 +35,8 @@ class CentralizedTrainer(ServerRole):
         self.opt = make_optimizer(self.model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         if self.resume is not None:
             self.model.load_state_dict(self.resume["model"])
+            if "optimizer" in self.resume:
+                self.opt.load_state_dict(self.resume["optimizer"])
         return {
             "classes": self.classes,
             "input_shape": list(self.shard.shape),
@@ -50,7 +52,7 @@ class CentralizedTrainer(ServerRole):
         return RoundResult(evaluate_local(self.model, self.shard, self.device))
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"model": state_copy(self.model)}
+        return {"model": state_copy(self.model), "optimizer": self.opt.state_dict()}
 
 
 class _NoClient(ClientRole):  # centralised training has no clients; the runtime never starts one

@@ -39,6 +39,12 @@ class FedAvgClient(ClientRole):
         if ack.tensors:  # a resumed run
             self.model.load_state_dict(ack.tensors)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+
     def train_round(self, link: ClientLink, round: int) -> None:
         tally = train_local(
             self.model,

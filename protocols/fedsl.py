@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.aggregation import fedavg
+from splitfed.checks import check_partition
+from splitfed.config import RunConfig
 from splitfed.data.datasets import load_index
 from splitfed.data.shards import batch_order, client_rows
 from splitfed.errors import ConfigError, ProtocolError
@@ -117,6 +119,12 @@ class FedSLClient(ClientRole):
         ack = link.request(Message("ready", meta=meta), expect=("ack",))
         if ack.tensors:  # a resumed run: this position's checkpointed sub-network
             self.load_position_state(ack.tensors)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
 
     def _state_in(self, link: ClientLink, phase: str, batch: int) -> tuple[torch.Tensor, ...]:
         if self.position == 0:
@@ -286,6 +294,20 @@ class FedSLServer(ServerRole):
         return {"segments": self.averages}
 
 
+def _validate(config: RunConfig, index: Any) -> None:
+    """Groups fill up, the cell exists, and (with data) every segment gets time steps and rows."""
+    segments = int(config.option("segments", 2))
+    groups = layout(config.clients, segments)
+    if config.option("cell", "gru") not in CELLS:
+        raise ConfigError(f"--cell {config.option('cell')!r} is not one of {sorted(CELLS)}")
+    if int(config.option("hidden", 128)) < 1:
+        raise ConfigError(f"--hidden must be >= 1, got {config.option('hidden')}")
+    if index is not None:
+        length = to_sequence(torch.zeros(1, *index.shape), config.option("sequence", "rows")).shape[1]
+        segment_bounds(length, segments)
+        check_partition(config, index, groups)
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cell", choices=sorted(CELLS), default="gru", help="recurrent cell (default %(default)s)")
     parser.add_argument(
@@ -316,4 +338,5 @@ SPEC = ProtocolSpec(
     add_arguments=_add_arguments,
     options=_options,
     defaults={"lr": 3e-3},
+    validate=_validate,
 )

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from splitfed.config import RunConfig
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
-from splitfed.errors import DataError
+from splitfed.errors import ConfigError, DataError
 from splitfed.metrics import Tally
-from splitfed.models.vertical import seeded_top
+from splitfed.models.vertical import band_bounds, seeded_top
 from splitfed.optim import make_optimizer
 from splitfed.protocol import ProtocolSpec, RoundResult, ServerRole
 from splitfed.transport.link import ServerLink
@@ -55,8 +56,6 @@ def top_step(
 
 class VerticalServer(ServerRole):
     """The top model; with the labels (default) also the PSI client and the loss."""
-
-    resumable = False  # each owner's head stays with its owner and is not checkpointed
 
     def setup(self, link: ServerLink) -> dict[str, Any]:
         cfg = self.config
@@ -87,6 +86,9 @@ class VerticalServer(ServerRole):
         }
         self.top = seeded_top(len(self.owners), len(self.classes), cfg.seed).to(self.device)
         self.opt = make_optimizer(self.top.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        if self.resume is not None:  # the heads come back from their owners' own state files
+            self.top.load_state_dict(self.resume["top"])
+            self.opt.load_state_dict(self.resume["optimizer"])
         for peer in self.owners:
             link.reply(peer, Message("ids", tensors=ids))
         return {
@@ -214,10 +216,27 @@ class VerticalServer(ServerRole):
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"top": {k: v.detach().cpu().clone() for k, v in self.top.state_dict().items()}}
+        return {
+            "top": {k: v.detach().cpu().clone() for k, v in self.top.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+        }
 
     def summary(self) -> dict[str, Any]:
         return dict(self.psi)
+
+
+def _validate(config: RunConfig, index: Any) -> None:
+    """The overlap is a share, and (with data) each owner gets a band at least one pixel wide."""
+    overlap = float(config.option("overlap", 1.0))
+    if not 0 < overlap <= 1:
+        raise ConfigError(f"--overlap must be in (0, 1], got {overlap}")
+    if config.option("labels", "server") not in ("server", "client"):
+        raise ConfigError(f"--labels {config.option('labels')!r} is not one of server, client")
+    if config.option("labels", "server") == "client" and config.clients < 2:
+        raise ConfigError("--labels client needs at least 2 clients: the label holder and another data owner")
+    if index is not None:
+        band_bounds(index.shape[2], config.clients)
+        split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,4 +264,5 @@ SPEC = ProtocolSpec(
     client=VerticalOwner,
     add_arguments=_add_arguments,
     options=lambda args: {"overlap": args.overlap, "labels": args.labels},
+    validate=_validate,
 )

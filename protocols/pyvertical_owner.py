@@ -24,7 +24,7 @@ from splitfed.wire import Message
 
 from . import psi
 from .psi import MIN_COMMON, decode_ids, encode_ids
-from .split_steps import from_wire, loss_with_counts, to_wire
+from .split_steps import from_wire, loss_with_counts, state_copy, to_wire
 
 
 def owner_ids(all_ids: list[str], overlap: float, seed: int, position: int) -> list[int]:
@@ -38,6 +38,8 @@ def owner_ids(all_ids: list[str], overlap: float, seed: int, position: int) -> l
 
 class VerticalOwner(ClientRole):
     """A data owner: its band of its samples, its head, PSI server for its ids."""
+
+    state_required = True  # the head never leaves its owner: a resumed run needs the owner's own copy
 
     def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
         super().__init__(assignment, data, device, name)
@@ -143,6 +145,13 @@ class VerticalOwner(ClientRole):
                 else:
                     reply = link.request(Message("eval", tensors={"acts": acts}), expect=("eval_result",))
             rows = reply.tensors["rows"]
+
+    def state_dict(self) -> dict:
+        return {"head": state_copy(self.head), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.head.load_state_dict(state["head"])
+        self.opt.load_state_dict(state["optimizer"])
 
     def train_round(self, link: ClientLink, round: int) -> None:
         self.head.train()

@@ -54,6 +54,12 @@ class SFLClient(ClientRole):
         if ack.tensors:  # a resumed run: start from the checkpointed client half
             self.half.load_state_dict(ack.tensors)
 
+    def state_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+
     def train_round(self, link: ClientLink, round: int) -> None:
         cfg, s = self.config, self.shard
         self.half.train()

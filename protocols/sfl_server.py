@@ -43,6 +43,8 @@ class SFLServerBase(ServerRole):
             self.client_state = dict(self.resume["client_half"])
             for half in self.halves.values():
                 half.load_state_dict(self.resume["server_half"])
+            for key, opt_state in zip(self.half_keys(), self.resume.get("server_optimizers", []), strict=False):
+                self.opts[key].load_state_dict(opt_state)
         joined.ack(link, start=self.client_state if self.resume is not None else None)
         return {**joined.facts, "cut": self.cut}
 
@@ -97,8 +99,12 @@ class SFLServerBase(ServerRole):
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
-        first = self.halves[self.half_keys()[0]]
-        return {"client_half": self.client_state, "server_half": state_copy(first)}
+        keys = self.half_keys()
+        return {
+            "client_half": self.client_state,
+            "server_half": state_copy(self.halves[keys[0]]),  # the copies are equal after averaging
+            "server_optimizers": [self.opts[k].state_dict() for k in keys],  # one per copy, in client order
+        }
 
     @staticmethod
     def check_sender(peer: str, msg: Message, seen: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitfed.metrics import finite_loss
 from splitfed.wire import DTYPES
 
 
@@ -49,7 +50,7 @@ def loss_with_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     """Mean cross-entropy (to backpropagate) and the sums a label holder reports: loss, correct, count."""
     loss = F.cross_entropy(logits, labels)
     counts = {
-        "loss_sum": float(loss.detach()) * len(labels),
+        "loss_sum": finite_loss(float(loss.detach())) * len(labels),
         "correct": int((logits.detach().argmax(1) == labels).sum()),
         "count": len(labels),
     }

@@ -6,14 +6,16 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from splitfed import registry
 from splitfed.cli_parser import BUILTIN_NOTE, build_parser
 from splitfed.config import RunConfig
-from splitfed.errors import SplitFedError
+from splitfed.errors import ConfigError, SplitFedError, Terminated
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 
@@ -58,6 +60,7 @@ def _setup_logging(verbose: bool) -> None:
         handlers.append(logging.FileHandler(log_file))
         console = logging.StreamHandler()
         console.setLevel(logging.WARNING)
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         handlers.append(console)
     else:
         handlers.append(logging.StreamHandler())
@@ -82,9 +85,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args, spec)
         out = args.out or default_out(spec.name)
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(
+                f"--out {out} is not empty: continue that run with --resume {out}, or give a new --out "
+                "(or delete the folder)"
+            )
+    from splitfed.checks import check_run
     from splitfed.runtime.server import resolve_device
 
-    resolve_device(config.device)  # a missing GPU is reported here, before any process starts
+    # Everything that can fail is checked here, before any process starts or any file is written.
+    resolve_device(config.device)
+    check_run(config, spec)
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
         print(
@@ -100,11 +111,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             encrypt=args.encrypt,
             resume=args.resume is not None,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         print(f"\ninterrupted; partial results in {out}", file=sys.stderr)
         if (out / "summary.json").exists():
             print(out / "summary.json")
-        return 130
+        return 130 if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
     _print_summary(summary_path)
     return 0
 
@@ -132,7 +143,13 @@ def _cmd_server(args: argparse.Namespace) -> int:
     else:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
     out = args.out or default_out(config.protocol)
+    from splitfed.checks import check_run
+    from splitfed.runtime.server import check_out_folder, resolve_device
     from splitfed.transport.security import CurveServer
+
+    resolve_device(config.device)
+    check_run(config, registry.get(config.protocol), with_data=False)  # the data is with the clients
+    check_out_folder(out, args.resume)
 
     if args.curve_clients is not None and args.curve_secret is None:
         raise SplitFedError("--curve-clients needs --curve-secret: an allow-list only works on an encrypted server")
@@ -207,12 +224,20 @@ def _cmd_client(args: argparse.Namespace) -> int:
         threads=args.threads,
         curve=curve,
         join_timeout=args.join_timeout,
+        state_dir=args.state_dir,
     )
     logging.getLogger(__name__).info("%s finished after %d round(s)", args.name, rounds)
     return 0
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops a command the way Ctrl-C does: results so far are written, no traceback.
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -237,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         return commands[args.command](args)
     except SplitFedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("SPLITFED_LOG_FILE"):  # a party of `splitfed run`: the launcher reports it, once
+            logging.getLogger("splitfed").error("%s", exc, extra={"file_only": True})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # `run` reports the partial results; a server or client just stops
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             metavar="RUN",
             help="continue the run folder RUN from its checkpoint.pt with its own settings (--epochs sets a new "
-            "total); optimizers restart, metrics.jsonl goes on",
+            "total); optimizer states come back too (the server's and each client's), metrics.jsonl goes on",
         )
 
     server = sub.add_parser(
@@ -201,13 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the server of a multi-machine run",
         description="Run the server; clients join with `splitfed client --server tcp://HOST:PORT`.",
     )
+    _server_flags(server)
     srv_sub = server.add_subparsers(dest="protocol", metavar="PROTOCOL")
     for name, spec in specs.items():
         p = srv_sub.add_parser(name, help=spec.summary)
         _training_flags(p, spec)
         _data_flags(p, client=False)  # used where the server holds data (PyVertical's labels)
         _server_flags(p)
-    _server_flags(server)
+        _defer_to_parent(p, server)
 
     client = sub.add_parser(
         "client",
@@ -229,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep trying to reach the server at the start (default %(default)s)",
     )
     client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    client.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="a folder where this client keeps what it owns (its optimizer state; a PyVertical owner's head) "
+        "at every checkpointed round, so that `splitfed server --resume` continues exactly "
+        "(default: none; a resumed run then restarts this client's optimizer)",
+    )
     client.add_argument(
         "--server-key",
         type=Path,
@@ -284,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _defer_to_parent(sub: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
+    """Options that ``parent`` defines too mean the same before and after PROTOCOL.
+
+    argparse copies every attribute of a sub-parser's namespace over the parent's, defaults
+    included, so a sub-parser default would silently replace a value given before
+    PROTOCOL (``splitfed server --address X sflv1`` listened on the default address). A
+    sub-parser therefore sets such an option only when it is given after PROTOCOL.
+    """
+    shared = {a.dest: a for a in parent._actions if a.option_strings and a.dest != "help"}
+    for action in sub._actions:
+        if action.dest in shared:
+            default = shared[action.dest].default
+            if action.help and "%(default)s" in action.help:
+                action.help = action.help.replace("%(default)s", str(default))
+            action.default = argparse.SUPPRESS
+
+
 def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
@@ -296,7 +322,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoint.pt (optimizers restart; metrics.jsonl goes on)",
+        help="continue the run in --out from its checkpoint.pt, optimizer states included (clients bring "
+        "theirs from their --state-dir); metrics.jsonl goes on",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(

@@ -7,6 +7,14 @@ Low-level errors (zmq, OS, JSON) are mapped to these where they enter.
 from __future__ import annotations
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: stop like Ctrl-C, writing what we have first.
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` swallows it.
+    The command line installs the handler that raises it (see ``splitfed.cli``).
+    """
+
+
 class SplitFedError(Exception):
     """Base class of every error splitfed raises on purpose."""
 
@@ -37,6 +45,10 @@ class PeerLostError(TransportError):
 
 class ProtocolError(SplitFedError):
     """A peer sent a well-formed message that makes no sense at this point."""
+
+
+class DivergedError(SplitFedError):
+    """A loss became NaN or infinite: training diverged."""
 
 
 class RemoteError(SplitFedError):

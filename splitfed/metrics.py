@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from splitfed.errors import DivergedError
+
+
+def finite_loss(value: float, what: str = "loss") -> float:
+    """``value`` if it is a finite number; a NaN or infinite loss means training diverged."""
+    if not math.isfinite(value):
+        raise DivergedError(f"the {what} became {value}")
+    return value
 
 
 @dataclass
@@ -24,6 +34,7 @@ class Tally:
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> int:
         """Add one batch; returns the number of correct predictions in it."""
+        finite_loss(float(loss_sum))
         pred = logits.argmax(dim=1).cpu().numpy()
         true = labels.cpu().numpy()
         np.add.at(self.confusion, (true, pred), 1)
@@ -34,7 +45,7 @@ class Tally:
         return correct
 
     def add_counts(self, loss_sum: float, correct: int, count: int) -> None:
-        self.loss_sum += float(loss_sum)
+        self.loss_sum += finite_loss(float(loss_sum))
         self.correct += int(correct)
         self.count += int(count)
 

@@ -76,10 +76,8 @@ class ServerRole(ABC):
     def evaluate(self, link: Any, round: int) -> RoundResult: ...
 
     def checkpoint(self) -> dict[str, Any]:
-        """Weights of the global model at round end; on resume they come back as ``self.resume``.
-
-        A resumed run restarts every optimizer (momentum and Adam moments are not saved).
-        """
+        """The server's state at round end: global weights and the state of every optimizer it
+        steps. On resume it comes back as ``self.resume``, so the run continues exactly."""
         return {}
 
     def summary(self) -> dict[str, Any]:
@@ -88,6 +86,9 @@ class ServerRole(ABC):
 
 
 class ClientRole(ABC):
+    #: True where the run cannot continue without this client's own state (PyVertical's heads)
+    state_required: bool = False
+
     def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
         self.assignment, self.config = assignment, assignment.config
         self.data, self.device, self.name = data, device, name
@@ -101,6 +102,18 @@ class ClientRole(ABC):
     @abstractmethod
     def evaluate(self, link: Any, round: int) -> None:
         """Evaluate, then send ``eval_done`` without waiting: the runtime reads the answer."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this client owns that the server never holds (optimizer state, private layers).
+
+        Saved by the client itself at every checkpointed round (``--state-dir``) and handed
+        back through :meth:`load_state_dict` when the run resumes.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after ``setup``, which loaded the global weights)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -117,3 +130,7 @@ class ProtocolSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: False for protocols run in one process with no clients (centralised)
     distributed: bool = True
+    #: checks the protocol's own rules before any process starts; raises ConfigError/DataError.
+    #: Given the config and the dataset's index (None where the caller holds no data, as a
+    #: remote server). Without it the runtime checks the split model's cut and the partition.
+    validate: Callable[[RunConfig, Any], None] | None = None

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
+from typing import Any
+
+import torch
 
 from splitfed import __version__, registry
 from splitfed.config import RunConfig
-from splitfed.protocol import Assignment, DataRequest
+from splitfed.errors import ConfigError
+from splitfed.files import atomic_write_bytes
+from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.runtime.server import resolve_device, set_threads
+from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
 from splitfed.transport.security import CurveClient
 from splitfed.transport.zeromq import ZmqClientTransport
@@ -26,9 +34,16 @@ def run_client(
     threads: int = 0,
     curve: CurveClient | None = None,
     join_timeout: float | None = None,
+    state_dir: Path | None = None,
+    transport: ClientTransport | None = None,
 ) -> int:
-    """Take part in one run; returns the number of rounds trained."""
-    transport = ZmqClientTransport(
+    """Take part in one run; returns the number of rounds trained.
+
+    ``state_dir`` keeps what this client owns and the server never sees (its optimizer
+    state, and a PyVertical owner's head) at every checkpointed round, so that a resumed
+    run continues exactly.
+    """
+    transport = transport or ZmqClientTransport(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
     link = ClientLink(transport, timeout=timeout)
@@ -36,29 +51,56 @@ def run_client(
         welcome = link.request(Message("hello", meta={"version": __version__}), expect=("welcome",))
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
         link.timeout, link.max_bytes = config.timeout, config.max_bytes
+        transport.connect_timeout = config.timeout  # joined: a server gone for --timeout is lost
         set_threads(threads, config.clients + 1)
         assignment = Assignment(config, int(welcome.meta["index"]), int(welcome.meta["clients"]))
         log.info("%s is client %d of %d in a %s run", name, assignment.index, assignment.clients, config.protocol)
         role = registry.get(config.protocol).client(assignment, data, resolve_device(device), name)
         role.setup(link)
-        rnd = int(welcome.meta.get("start_round", 1)) - 1
+        start = int(welcome.meta.get("start_round", 1))
+        if start > 1:
+            restore_state(role, state_dir, name, start - 1)
+        rnd = start - 1
         while True:
             rnd += 1
             link.round = rnd
             role.train_round(link, rnd)
             role.evaluate(link, rnd)
-            if link.receive(expect=("ack", "done")).kind == "done":
+            answer = link.receive(expect=("ack", "done"))
+            if answer.meta.get("checkpoint") and state_dir is not None:
+                save_state(role, state_dir, name, rnd)
+            if answer.kind == "done":
                 return rnd
     except Exception as exc:
-        _tell_server(link, exc)
+        link.tell(Message("error", meta={"error": f"{type(exc).__name__}: {exc}"}))
         raise
     finally:
         link.close()
 
 
-def _tell_server(link: ClientLink, exc: Exception) -> None:
-    """Best effort: let the server report why this client stops, instead of a bare timeout."""
-    try:
-        link.send(Message("error", meta={"error": f"{type(exc).__name__}: {exc}"}))
-    except Exception:  # the server may be the thing that failed
-        pass
+def state_path(state_dir: Path, name: str) -> Path:
+    return Path(state_dir) / f"{name}.pt"
+
+
+def save_state(role: ClientRole, state_dir: Path, name: str, rnd: int) -> None:
+    buf = io.BytesIO()
+    torch.save({"round": rnd, "state": role.state_dict()}, buf)
+    atomic_write_bytes(state_path(state_dir, name), buf.getvalue())
+
+
+def restore_state(role: ClientRole, state_dir: Path | None, name: str, rnd: int) -> None:
+    """Load this client's own state of round ``rnd``, where the resumed run continues."""
+    path = state_path(state_dir, name) if state_dir is not None else None
+    saved: dict[str, Any] | None = None
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=True)  # our own file, and weights only all the same
+    if saved is not None and saved["round"] == rnd:
+        role.load_state_dict(saved["state"])
+        log.info("%s restored its own state of round %d from %s", name, rnd, path)
+        return
+    found = f"{path} holds round {saved['round']}" if saved is not None else f"no state in {state_dir}"
+    if role.state_required:
+        raise ConfigError(
+            f"{name} cannot resume after round {rnd}: {found}; this protocol keeps part of the model here"
+        )
+    log.warning("%s resumes without its own state of round %d (%s): its optimizer restarts", name, rnd, found)

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitfed.config import RunConfig
-from splitfed.errors import PartyFailedError
+from splitfed.errors import PartyFailedError, SplitFedError, Terminated
 from splitfed.runtime.outputs import RunWriter
 
 log = logging.getLogger(__name__)
 
 POLL = 0.1
 GRACE = 10.0
+#: how long a client's reported error waits for the server's fuller account of it
+SERVER_EXPLAINS = 5.0
 
 
 @dataclass
@@ -147,14 +149,20 @@ def launch(
             str(config.join_timeout),
             "--threads",
             str(threads),
+            "--state-dir",
+            str(out / "clients"),
             *client_curve,
         )
         parties.append(_start(name, cmd, out, env))
     try:
-        _watch(parties)
+        _watch(parties, out)
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
         _stop(parties, first=signal.SIGINT, settle=GRACE)
+        raise
+    except Terminated:
+        # SIGTERM reached this launcher alone: pass it on, so every party stops cleanly too.
+        _stop(parties, first=signal.SIGTERM)
         raise
     _record_peak_memory(out / "summary.json")
     return out / "summary.json"
@@ -165,7 +173,7 @@ def _record_peak_memory(summary_path: Path) -> None:
     import json
     import resource
 
-    from splitfed.runtime.outputs import atomic_write_json
+    from splitfed.files import atomic_write_json
 
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child
     summary = json.loads(summary_path.read_text())
@@ -184,14 +192,13 @@ def _start(name: str, cmd: list[str], out: Path, env: dict, inherit_stderr: bool
     return Party(name, proc, log_path)
 
 
-def _watch(parties: list[Party]) -> None:
+def _watch(parties: list[Party], out: Path) -> None:
     server = parties[0]
     server_done_at: float | None = None
     while True:
         for p in parties:
             if p.proc.poll() not in (None, 0):
-                _stop([q for q in parties if q is not p])
-                raise PartyFailedError(p.name, p.describe_exit())
+                raise _failure(parties, p, out)
         if all(p.proc.returncode == 0 for p in parties):
             return
         if server.proc.returncode == 0:
@@ -201,6 +208,36 @@ def _watch(parties: list[Party]) -> None:
                 _stop(stuck)
                 raise PartyFailedError(stuck[0].name, f"still running {GRACE:g} s after the server finished")
         time.sleep(POLL)
+
+
+def _failure(parties: list[Party], failed: Party, out: Path) -> SplitFedError:
+    """Stop the others and say what went wrong, once.
+
+    A client that reported an error (exit status 1) has told the server why; the server
+    then fails too and writes the full story (which party, which round, what to do) into
+    summary.json, which is the one message shown. A party killed by a signal, or a server
+    with nothing to add, is described by its exit and the tail of its log.
+    """
+    server = parties[0]
+    if failed is not server and failed.proc.returncode == 1:
+        try:
+            server.proc.wait(timeout=SERVER_EXPLAINS)
+        except subprocess.TimeoutExpired:
+            pass
+    _stop([q for q in parties if q is not failed])
+    error = _summary_error(out) if server.proc.returncode not in (None, 0) else None
+    return SplitFedError(error) if error else PartyFailedError(failed.name, failed.describe_exit())
+
+
+def _summary_error(out: Path) -> str | None:
+    import json
+
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    error = summary.get("error") if summary.get("status") == "failed" else None
+    return error.split(": ", 1)[1] if error and ": " in error else error
 
 
 def _stop(parties: list[Party], first: signal.Signals = signal.SIGTERM, settle: float = 0.0) -> None:

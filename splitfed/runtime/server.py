@@ -14,8 +14,10 @@ import torch
 
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
+from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
+from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.security import CurveServer
 from splitfed.transport.zeromq import ZmqServerTransport
@@ -24,18 +26,12 @@ from splitfed.wire import Message
 log = logging.getLogger(__name__)
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: stop, but write what we have first."""
-
-
 def natural_key(name: str) -> list[Any]:
     """client-2 before client-10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def resolve_device(name: str) -> torch.device:
-    from splitfed.errors import ConfigError
-
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return torch.device(name)
@@ -70,6 +66,20 @@ def _version() -> str:
     return __version__
 
 
+#: files of a finished or running run; a fresh run refuses a folder that holds any of them
+RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoint.pt")
+
+
+def check_out_folder(out: Path, resume: bool) -> None:
+    """A fresh run never writes into another run's folder (it would mix their rounds)."""
+    found = [name for name in RESULT_FILES if (out / name).exists()]
+    if found and not resume:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+            "or give a new --out (or delete that folder)"
+        )
+
+
 def serve(
     config: RunConfig,
     address: str,
@@ -78,16 +88,23 @@ def serve(
     progress: bool = True,
     curve: CurveServer | None = None,
     resume: bool = False,
+    transport: ServerTransport | None = None,
 ) -> Path:
-    """Run the server side of a whole run; return the path of summary.json."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    """Run the server side of a whole run; return the path of summary.json.
+
+    ``transport`` replaces the ZeroMQ socket bound at ``address`` (tests wrap it to drop
+    or delay messages).
+    """
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
+    spec = registry.get(config.protocol)
+    check_out_folder(out, resume)
+    checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
     writer.write_config(config.to_dict())
-    spec = registry.get(config.protocol)
-    transport = ZmqServerTransport(address, max_bytes=config.max_bytes, curve=curve)
+    transport = transport or ZmqServerTransport(
+        address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
+    )
     link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
     log.info(
         "%s server listening at %s for %d client(s)%s",
@@ -96,70 +113,122 @@ def serve(
         config.clients,
         " (CurveZMQ encrypted)" if curve else "",
     )
-    state: dict[str, Any] = {"status": "running", "rounds_done": 0}
-    role = None
-    checkpoint = load_checkpoint(out, config, spec) if resume else None
-    first = checkpoint["round"] + 1 if checkpoint else 1
-    if checkpoint:
-        writer.keep_metrics_until(checkpoint["round"])
-        state["rounds_done"] = checkpoint["round"]
-        # totals of the rounds already done, so that summary.json still adds up over the whole run
-        state["prior"] = {k: sum(r[k] for r in writer.rows) for k in ("bytes_sent", "bytes_received", "wall_seconds")}
-        state["resumed_after_round"] = checkpoint["round"]
-        log.info("resuming %s after round %d of %d", out, checkpoint["round"], config.epochs)
-    bar = Progress(config.epochs - first + 1, config.protocol, enabled=progress)
-    started = time.monotonic()
-    try:
+    return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
+
+
+class _ServerRun:
+    """One run on the server: join, rounds, and the run folder written whatever happens."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        spec: Any,
+        writer: RunWriter,
+        link: ServerLink,
+        checkpoint: dict[str, Any] | None,
+        progress: bool,
+    ) -> None:
+        self.config, self.spec, self.writer, self.link = config, spec, writer, link
+        self.checkpoint = checkpoint
+        self.first = checkpoint["round"] + 1 if checkpoint else 1
+        self.state: dict[str, Any] = {"status": "running", "rounds_done": 0}
+        self.role: Any = None
+        if checkpoint:
+            writer.keep_metrics_until(checkpoint["round"])
+            rows = writer.rows
+            self.state["rounds_done"] = self.state["resumed_after_round"] = checkpoint["round"]
+            # totals of the rounds already done, so that summary.json still adds up over the whole run
+            self.state["prior"] = {k: sum(r[k] for r in rows) for k in ("bytes_sent", "bytes_received", "wall_seconds")}
+            log.info("resuming %s after round %d of %d", writer.out, checkpoint["round"], config.epochs)
+        self.bar = Progress(config.epochs - self.first + 1, config.protocol, enabled=progress)
+        self.started = time.monotonic()
+
+    def run(self, device: torch.device) -> Path:
+        try:
+            self._join(device)
+            for rnd in range(self.first, self.config.epochs + 1):
+                self._round(rnd)
+            self.state["status"] = "completed"
+        except (KeyboardInterrupt, Terminated):
+            self.state["status"] = "interrupted"
+            log.warning("interrupted after %d round(s); writing what we have", self.state["rounds_done"])
+            self.link.stop_all("the server was interrupted; the run is over")
+            raise
+        except BaseException as exc:
+            exc = self._explain(exc)
+            self.state.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            self.link.stop_all(f"the run failed: {exc}")
+            raise exc from None
+        finally:
+            self._finish()
+        return self.writer.summary_path
+
+    def _join(self, device: torch.device) -> None:
+        config, link = self.config, self.link
         link.timeout = config.join_timeout  # joining and the handshake (clients load their data) may be slow
-        if spec.distributed:
-            accept_clients(link, config, first)
-        role = spec.server(config, device)
-        role.resume = {k: v for k, v in checkpoint.items() if k not in ("round", "config")} if checkpoint else None
-        facts = role.setup(link)
+        if self.spec.distributed:
+            accept_clients(link, config, self.first)
+        link.accepting = False
+        self.role = self.spec.server(config, device)
+        ckpt = self.checkpoint
+        self.role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
+        facts = self.role.setup(link)
         link.timeout = config.timeout  # from here on, silence means a lost peer
-        sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
-        writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
-        for rnd in range(first, config.epochs + 1):
-            link.round = rnd
-            t0 = time.monotonic()
-            train = role.train_round(link, rnd)
-            test = role.evaluate(link, rnd)
-            row = _metrics_row(rnd, train, test, time.monotonic() - t0, link, sent_before)
-            sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
-            writer.append_metrics(row)
-            state.update(rounds_done=rnd, last_test=test, last_train=train)
-            writer.write_summary(_summary(config, role, state, writer, link, started))
-            if config.checkpoint_every and (rnd % config.checkpoint_every == 0 or rnd == config.epochs):
-                writer.write_checkpoint({"round": rnd, "config": config.to_dict(), **role.checkpoint()})
-            for peer in link.clients:
-                link.reply(peer, Message("done" if rnd == config.epochs else "ack"))
-            bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
-        state["status"] = "completed"
-    except (KeyboardInterrupt, Terminated):
-        state["status"] = "interrupted"
-        log.warning("interrupted after %d round(s); writing what we have", state["rounds_done"])
-        raise
-    except BaseException as exc:
-        state.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        bar.close()
+        self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
+        self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
+
+    def _round(self, rnd: int) -> None:
+        config, link, writer, role = self.config, self.link, self.writer, self.role
+        link.round = rnd
+        t0 = time.monotonic()
+        train = role.train_round(link, rnd)
+        test = role.evaluate(link, rnd)
+        row = _metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before)
+        self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
+        writer.append_metrics(row)
+        self.state.update(rounds_done=rnd, last_test=test, last_train=train)
+        writer.write_summary(self._summary())
+        keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or rnd == config.epochs)
+        if keep:
+            writer.write_checkpoint({"round": rnd, "config": config.to_dict(), **role.checkpoint()})
+        for peer in link.clients:  # clients keep their own state of the rounds we checkpoint
+            link.reply(peer, Message("done" if rnd == config.epochs else "ack", meta={"checkpoint": keep}))
+        self.bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
+
+    def _explain(self, exc: BaseException) -> BaseException:
+        """A diverged loss, wherever it was seen, becomes one error that says what to do."""
+        text = exc.detail if isinstance(exc, RemoteError) else str(exc)
+        where = f"{exc.peer} reported" if isinstance(exc, RemoteError) else "the server found"
+        if not isinstance(exc, DivergedError) and not (isinstance(exc, RemoteError) and "DivergedError" in text):
+            return exc
+        rnd = self.link.round or self.first
+        last = next((r["train_loss"] for r in reversed(self.writer.rows) if r["train_loss"] is not None), None)
+        kept = self.writer.out / "checkpoint.pt"
+        return DivergedError(
+            f"training diverged in round {rnd}: {where} {text.removeprefix('DivergedError: ')}. "
+            + (f"The last finite training loss was {last:.4g}. " if last is not None else "")
+            + f"Try a lower --lr (this run used {self.config.lr:g})"
+            + (f"; the checkpoint of the last good round is kept in {kept}" if kept.exists() else "")
+        )
+
+    def _finish(self) -> None:
+        self.bar.close()
         _hold_signals()  # a second Ctrl-C must not cut the final summary short
-        if role is not None:
-            writer.write_summary(_summary(config, role, state, writer, link, started))
-            last = state.get("last_test")
+        self.writer.write_summary(self._summary())
+        if self.role is not None:
+            last = self.state.get("last_test")
             try:
-                writer.write_plots(role.classes, last.tally.confusion if last else None)
+                self.writer.write_plots(self.role.classes, last.tally.confusion if last else None)
             except Exception as exc:  # plots must never hide the real outcome
                 log.warning("could not draw plots: %s", exc)
-        link.close()
-    return writer.summary_path
+        self.link.close()
+
+    def _summary(self) -> dict[str, Any]:
+        return _summary(self.config, self.role, self.state, self.writer, self.link, self.started)
 
 
 def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     """The checkpoint a resumed run continues from, checked against the run's settings."""
-    from splitfed.errors import ConfigError
-
     path = out / "checkpoint.pt"
     if not spec.server.resumable:
         raise ConfigError(f"{config.protocol} runs cannot resume: part of the model stays with the clients")
@@ -178,10 +247,6 @@ def _hold_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 def _metrics_row(
@@ -232,7 +297,8 @@ def _summary(
         "tensor_bytes_received": link.stats.tensor_bytes_sent,
         "messages_rejected": link.stats.rejected,
         "bytes_by_client": {p: {"sent": v["received"], "received": v["sent"]} for p, v in link.stats.by_peer.items()},
-        "classes": role.classes,
+        "messages_repeated": link.stats.duplicates,
+        "classes": role.classes if role is not None else [],
         "confusion": test.tally.confusion if test else None,
-        **role.summary(),
+        **(role.summary() if role is not None else {}),
     }

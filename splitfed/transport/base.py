@@ -19,8 +19,12 @@ class ServerTransport(ABC):
         """Next (peer, frames), or None if nothing arrived within ``timeout`` seconds."""
 
     @abstractmethod
-    def send(self, peer: str, frames: Frames) -> None:
-        """Send frames to ``peer``; raise PeerLostError if the peer is not connected."""
+    def send(self, peer: str, frames: Frames, *, block: bool = True) -> bool:
+        """Send frames to ``peer``; raise PeerLostError if the peer is not connected.
+
+        With ``block=False`` a message that cannot leave at once is dropped (returns False):
+        for answers to strangers, which must never hold the server up.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
@@ -36,8 +40,12 @@ class ClientTransport(ABC):
     def recv(self, timeout: float) -> list[Any] | None:
         """Next frames from the server, or None after ``timeout`` seconds."""
 
+    #: how long a blocking send waits for a connection to the server
+    connect_timeout: float
+
     @abstractmethod
-    def send(self, frames: Frames) -> None: ...
+    def send(self, frames: Frames, *, block: bool = True) -> bool:
+        """Send frames to the server; with ``block=False``, drop them (False) if they cannot leave at once."""
 
     @abstractmethod
     def close(self) -> None: ...

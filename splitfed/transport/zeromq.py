@@ -17,6 +17,7 @@ import zmq
 from splitfed.errors import PeerLostError, TransportError
 from splitfed.transport.base import ClientTransport, Frames, ServerTransport
 from splitfed.transport.security import CurveClient, CurveServer, secure_client, secure_server
+from splitfed.wire import DEFAULT_MAX_TENSORS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ ZERO_COPY_MIN = 64 * 1024
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 SCHEMES = ("tcp://", "ipc://", "inproc://")
+#: frames kept of one message; the decoder rejects more (the header frame + its tensor cap)
+MAX_FRAMES = DEFAULT_MAX_TENSORS + 1
 
 
 def check_address(address: str) -> str:
@@ -50,16 +53,41 @@ def _common_options(sock: zmq.Socket, max_bytes: int) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
 
 
-def _send(sock: zmq.Socket, frames: Frames, peer: str) -> None:
+def _send(sock: zmq.Socket, frames: Frames, peer: str, *, block: bool = True) -> bool:
+    """Send a message; False if ``block`` is off and it cannot go out at once (it is dropped)."""
     big = any(_nbytes(f) >= ZERO_COPY_MIN for f in frames)
     try:
         # Zero-copy: the caller promises not to modify the tensors behind the frames
         # after sending (the links clone weights; activations and gradients are fresh).
-        sock.send_multipart(list(frames), copy=not big)
+        sock.send_multipart(list(frames), copy=not big, flags=0 if block else zmq.NOBLOCK)
+    except zmq.Again as exc:
+        if not block:
+            return False
+        raise PeerLostError(peer, "took no message within the timeout (it may be frozen)") from exc
     except zmq.ZMQError as exc:
         if exc.errno == zmq.EHOSTUNREACH:
             raise PeerLostError(peer, "not connected (it exited or never joined)") from exc
         raise TransportError(f"sending to {peer} failed: {exc}") from exc
+    return True
+
+
+def _poll_recv(sock: zmq.Socket, timeout: float, max_frames: int) -> list[zmq.Frame] | None:
+    """The next message's frames, or None after ``timeout`` s; zmq errors become TransportError.
+
+    Frames are read one by one, and those past ``max_frames`` are dropped as they are
+    read, so a hostile message with a huge frame count costs no Python memory.
+    """
+    try:
+        if not sock.poll(max(0, int(timeout * 1000))):
+            return None
+        frames = [sock.recv(copy=False)]
+        while sock.getsockopt(zmq.RCVMORE):
+            frame = sock.recv(copy=False)
+            if len(frames) <= max_frames:
+                frames.append(frame)
+        return frames
+    except zmq.ZMQError as exc:
+        raise TransportError(f"receiving failed: {exc}") from exc
 
 
 def _nbytes(frame: Any) -> int:
@@ -69,11 +97,15 @@ def _nbytes(frame: Any) -> int:
 class ZmqServerTransport(ServerTransport):
     """ROUTER socket bound to ``address``; peers are identified by their DEALER identity."""
 
-    def __init__(self, address: str, *, max_bytes: int, curve: CurveServer | None = None) -> None:
+    def __init__(
+        self, address: str, *, max_bytes: int, curve: CurveServer | None = None, send_timeout: float = 60.0
+    ) -> None:
         self.address = check_address(address)
         self._sock = _context(address).socket(zmq.ROUTER)
         _common_options(self._sock, max_bytes)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A peer that stops reading fills its queue; then a send waits this long, never forever.
+        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(send_timeout * 1000)))
         self._auth = secure_server(self._sock, curve) if curve is not None else None
         try:
             self._sock.bind(address)
@@ -86,17 +118,17 @@ class ZmqServerTransport(ServerTransport):
         log.debug("server bound at %s", self.address)
 
     def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
-        if not self._sock.poll(max(0, int(timeout * 1000))):
+        frames = _poll_recv(self._sock, timeout, MAX_FRAMES + 1)  # + the peer's identity frame
+        if frames is None:
             return None
-        frames = self._sock.recv_multipart(copy=False)
         try:
             peer = frames[0].bytes.decode("utf-8")
         except UnicodeDecodeError:
             peer = frames[0].bytes.hex()
         return peer, [f.buffer for f in frames[1:]]
 
-    def send(self, peer: str, frames: Frames) -> None:
-        _send(self._sock, [peer.encode("utf-8"), *frames], peer)
+    def send(self, peer: str, frames: Frames, *, block: bool = True) -> bool:
+        return _send(self._sock, [peer.encode("utf-8"), *frames], peer, block=block)
 
     def close(self) -> None:
         self._sock.close(0)
@@ -117,7 +149,8 @@ class ZmqClientTransport(ClientTransport):
         curve: CurveClient | None = None,
     ) -> None:
         self.address, self.name = check_address(address), name
-        self._connect_timeout = connect_timeout
+        #: how long a send waits for the connection: the join deadline, then --timeout once joined
+        self.connect_timeout = connect_timeout
         self._sock = _context(address).socket(zmq.DEALER)
         _common_options(self._sock, max_bytes)
         if curve is not None:
@@ -131,19 +164,23 @@ class ZmqClientTransport(ClientTransport):
             raise TransportError(f"cannot connect to {address}: {exc}") from exc
 
     def recv(self, timeout: float) -> list[Any] | None:
-        if not self._sock.poll(max(0, int(timeout * 1000))):
-            return None
-        return [f.buffer for f in self._sock.recv_multipart(copy=False)]
+        frames = _poll_recv(self._sock, timeout, MAX_FRAMES)
+        return None if frames is None else [f.buffer for f in frames]
 
-    def send(self, frames: Frames) -> None:
-        # With IMMEDIATE=1 a send before the connection exists blocks; wait politely.
-        if not self._sock.poll(0, zmq.POLLOUT):
-            if not self._sock.poll(int(self._connect_timeout * 1000), zmq.POLLOUT):
-                raise PeerLostError(
-                    f"server at {self.address}",
-                    f"not reachable for {self._connect_timeout:g} s; is `splitfed server` running there?",
-                )
-        _send(self._sock, frames, f"server at {self.address}")
+    def send(self, frames: Frames, *, block: bool = True) -> bool:
+        # With IMMEDIATE=1 a send while no connection exists blocks; wait up to connect_timeout.
+        peer = f"server at {self.address}"
+        try:
+            writable = self._sock.poll(int(self.connect_timeout * 1000) if block else 0, zmq.POLLOUT)
+        except zmq.ZMQError as exc:
+            raise TransportError(f"sending to {peer} failed: {exc}") from exc
+        if not writable:
+            if not block:
+                return False
+            raise PeerLostError(
+                peer, f"not reachable for {self.connect_timeout:g} s; is `splitfed server` running there?"
+            )
+        return _send(self._sock, frames, peer, block=block)
 
     def close(self) -> None:
         self._sock.close(0)

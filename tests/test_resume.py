@@ -1,0 +1,58 @@
+"""Resuming is exact for every protocol: N rounds + resume to 2N == 2N rounds straight, with Adam.
+
+The parties run as threads (as in the equivalence tests); the multi-process path, with
+`splitfed run --resume`, is tested in test_runs.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from splitfed import registry
+from splitfed.config import RunConfig
+from splitfed.errors import ConfigError, RemoteError
+from splitfed.testing import run_in_threads
+
+
+def _summary(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("protocol", registry.available())
+def test_two_rounds_and_a_resume_equal_four_rounds_straight(protocol: str, tmp_path: Path) -> None:
+    options = {"sflv2": {"order": "interleaved"}}.get(protocol, {})
+    config = RunConfig(protocol=protocol, clients=2, epochs=4, optimizer="adam", seed=3, timeout=30, options=options)
+    straight = _summary(run_in_threads(config, tmp_path / "straight"))
+    run_in_threads(config.replace(epochs=2), tmp_path / "resumed")
+    resumed = _summary(run_in_threads(config, tmp_path / "resumed", resume=True))
+    assert resumed["resumed_after_round"] == 2 and resumed["rounds_done"] == 4
+    for key in ("train_loss", "test_loss"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_without_its_optimizer_state_a_resumed_run_drifts(tmp_path: Path) -> None:
+    """The check above can fail: with the clients' state files gone, Adam restarts and the figures differ."""
+    config = RunConfig(protocol="sflv1", clients=2, epochs=4, optimizer="adam", seed=3, timeout=30)
+    straight = _summary(run_in_threads(config, tmp_path / "straight"))
+    run_in_threads(config.replace(epochs=2), tmp_path / "resumed")
+    for state in (tmp_path / "resumed" / "clients").iterdir():
+        state.unlink()
+    resumed = _summary(run_in_threads(config, tmp_path / "resumed", resume=True))
+    assert abs(resumed["train_loss"] - straight["train_loss"]) > 1e-4
+
+
+def test_pyvertical_refuses_to_resume_without_the_owners_heads(tmp_path: Path) -> None:
+    """The heads never leave their owners: without an owner's own state there is nothing to resume."""
+    config = RunConfig(protocol="pyvertical", clients=2, epochs=1, seed=3, timeout=30)
+    run_in_threads(config, tmp_path)
+    assert "top" in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for state in (tmp_path / "clients").iterdir():
+        state.unlink()
+    with pytest.raises((ConfigError, RemoteError), match="cannot resume after round 1"):
+        run_in_threads(config.replace(epochs=2), tmp_path, resume=True)
+    assert _summary(tmp_path / "summary.json")["status"] == "failed"
