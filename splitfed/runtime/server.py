@@ -155,10 +155,12 @@ class _ServerRun:
             self.link.stop_all("the server was interrupted; the run is over")
             raise
         except BaseException as exc:
-            exc = self._explain(exc)
-            self.state.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            self.link.stop_all(f"the run failed: {exc}")
-            raise exc from None
+            told = self._explain(exc)
+            self.state.update(status="failed", error=f"{type(told).__name__}: {told}")
+            self.link.stop_all(f"the run failed: {told}")
+            if told is exc:
+                raise
+            raise told from None
         finally:
             self._finish()
         return self.writer.summary_path
