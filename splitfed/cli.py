@@ -145,7 +145,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     out = args.out or default_out(config.protocol)
     from splitfed.checks import check_run
     from splitfed.runtime.server import check_out_folder, resolve_device
-    from splitfed.transport.security import CurveServer
+    from splitfed.transport.security import CurveServer, require_server_security
 
     resolve_device(config.device)
     check_run(config, registry.get(config.protocol), with_data=False)  # the data is with the clients
@@ -154,6 +154,9 @@ def _cmd_server(args: argparse.Namespace) -> int:
     if args.curve_clients is not None and args.curve_secret is None:
         raise SplitFedError("--curve-clients needs --curve-secret: an allow-list only works on an encrypted server")
     curve = CurveServer(args.curve_secret, args.curve_clients) if args.curve_secret else None
+    warning = require_server_security(args.address, curve, args.insecure)
+    if warning:
+        print(warning, file=sys.stderr)
     serve(config, args.address, out, progress=not args.quiet, curve=curve, resume=args.resume)
     print(out / "summary.json")
     return 0
@@ -210,11 +213,14 @@ def _cmd_client(args: argparse.Namespace) -> int:
         seed=args.data_seed,
         shard=args.shard,
     )
-    from splitfed.transport.security import CurveClient
+    from splitfed.transport.security import CurveClient, require_client_security
 
     if args.curve_secret is not None and args.server_key is None:
         raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
     curve = CurveClient(args.server_key, args.curve_secret) if args.server_key else None
+    warning = require_client_security(args.server, curve, args.insecure)
+    if warning:
+        print(warning, file=sys.stderr)
     rounds = run_client(
         args.server,
         args.name,
@@ -234,6 +240,30 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from splitfed.transport.security import create_keys, make_federation
+
+    if args.clients is None:
+        public, secret = create_keys(args.folder, args.name)
+        print(f"public key (give to clients): {public}\nsecret key (keep on the server): {secret}", file=sys.stderr)
+        print(public)
+        return 0
+    fed = make_federation(args.folder, args.clients.split(","))
+    print(f"keys written to {args.folder}; each secret file is readable by its owner only.", file=sys.stderr)
+    print(f"On the server machine (keep {fed.server_secret} there, and nowhere else):")
+    print(
+        f"  splitfed server PROTOCOL --clients {len(fed.clients)} --address tcp://0.0.0.0:5555 "
+        f"--curve-secret {fed.server_secret} --curve-clients {fed.allowed} ..."
+    )
+    for name, folder in fed.clients.items():
+        print(f"On {name}'s machine (hand it the folder {folder}; its name is bound to its key):")
+        print(
+            f"  splitfed client --server tcp://SERVER_HOST:5555 --name {name} --server-key {folder / 'server.key'} "
+            f"--curve-secret {folder / (name + '.key_secret')} --data ..."
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM stops a command the way Ctrl-C does: results so far are written, no traceback.
@@ -246,14 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in registry.available():
                 print(f"{name:12s} {registry.get(name).summary}")
             return 0
-        if args.command == "keys":
-            from splitfed.transport.security import create_keys
-
-            public, secret = create_keys(args.folder, args.name)
-            print(f"public key (give to clients): {public}\nsecret key (keep on the server): {secret}", file=sys.stderr)
-            print(public)
-            return 0
         commands = {
+            "keys": _cmd_keys,
             "run": _cmd_run,
             "server": _cmd_server,
             "client": _cmd_client,

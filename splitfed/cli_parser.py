@@ -217,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--server", required=True, help="the server's address, e.g. tcp://10.0.0.5:5555")
     client.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to a server on another machine without --server-key: in plain text, without checking who answers",
+    )
+    client.add_argument(
         "--name",
         default=f"client-{socket.gethostname()}-{os.getpid()}",
         help="this client's name, unique in the run (default client-<host>-<pid>)",
@@ -282,12 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser(
         "keys",
-        help="create a CurveZMQ key pair (NAME.key public, NAME.key_secret private)",
-        description="Create a key pair for encrypted runs across machines: give the server "
-        "--curve-secret DIR/NAME.key_secret, and each client --server-key DIR/NAME.key.",
+        help="create the CurveZMQ keys of a run across machines, and print the commands that use them",
+        description="With --clients: write the server's key pair, one pair per client and the allow-list "
+        "(DIR/server/, DIR/NAME/, DIR/allowed/), secret files readable by their owner only, and print the exact "
+        "server and client commands. Without: one pair, DIR/NAME.key (public) and DIR/NAME.key_secret.",
     )
     keys.add_argument("folder", type=Path, help="where to write the key files")
-    keys.add_argument("--name", default="server", help="file name stem (default %(default)s)")
+    keys.add_argument(
+        "--clients",
+        default=None,
+        help="comma-separated client names, e.g. hospital-a,hospital-b; each client must then run with its "
+        "name (--name), which its key is bound to",
+    )
+    keys.add_argument(
+        "--name", default="server", help="without --clients: the file name stem of the one pair (default %(default)s)"
+    )
 
     sub.add_parser("protocols", help="list the available protocols")
     return parser
@@ -313,8 +327,15 @@ def _defer_to_parent(sub: argparse.ArgumentParser, parent: argparse.ArgumentPars
 def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
-        default="tcp://0.0.0.0:5555",
-        help="where to listen: tcp://HOST:PORT or ipc://PATH (default %(default)s)",
+        default="tcp://127.0.0.1:5555",
+        help="where to listen: tcp://HOST:PORT or ipc://PATH (default %(default)s: this machine only). An address "
+        "other machines can reach (e.g. tcp://0.0.0.0:5555) needs --curve-secret and --curve-clients, or --insecure",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a server that other machines can reach without keys: anyone who reaches it can join, and "
+        "everything crosses the network in plain text",
     )
     p.add_argument(
         "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"

@@ -171,3 +171,118 @@ def test_allow_list_admits_only_listed_clients(splitfed_cmd, start_server, tmp_p
     assert alice.returncode == 0, alice.stderr
     server.wait(60)
     assert server.returncode == 0, server.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://localhost:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("ipc:///tmp/x.sock", True),
+        ("inproc://x", True),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://*:5555", False),
+        ("tcp://10.0.0.5:5555", False),
+        ("tcp://no-such-host.invalid:5555", False),
+    ],
+)
+def test_which_addresses_count_as_this_machine_only(address: str, local: bool) -> None:
+    from splitfed.transport.security import is_local
+
+    assert is_local(address) is local
+
+
+def _cli(splitfed_cmd, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*splitfed_cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_reachable_server_without_keys_refuses_to_start(splitfed_cmd, tmp_path: Path) -> None:
+    res = _cli(
+        splitfed_cmd, "server", "sflv1", "--address", f"tcp://0.0.0.0:{free_port()}", "--out", str(tmp_path / "r")
+    )
+    assert res.returncode == 1, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "splitfed keys DIR --clients" in line and "--insecure" in line and "--curve-clients" in line, line
+    assert not (tmp_path / "r").exists()
+    _, secret = create_keys(tmp_path / "k", "server")  # a key alone is not enough: anyone could still join
+    res = _cli(splitfed_cmd, "server", "sflv1", "--address", "tcp://0.0.0.0:5555", "--curve-secret", str(secret))
+    assert res.returncode == 1 and "--curve-clients (an allow-list)" in res.stderr, res.stderr
+
+
+def test_insecure_starts_with_a_warning_that_names_what_is_exposed(splitfed_cmd, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    server = subprocess.Popen(
+        [*splitfed_cmd, "server", "sflv1", "--address", f"tcp://0.0.0.0:{free_port()}", "--insecure"]
+        + ["--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "config.json").exists():
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read()
+            time.sleep(0.1)
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    first = err.strip().splitlines()[0]
+    assert first.startswith("warning: --insecure") and "plain text" in first and "any client" in first, err
+
+
+def test_a_client_refuses_an_unkeyed_remote_server(splitfed_cmd) -> None:
+    res = _cli(splitfed_cmd, "client", "--server", "tcp://192.0.2.1:5555", "--name", "a", "--join-timeout", "60")
+    assert res.returncode == 1, res.stderr
+    assert "--server-key" in res.stderr and "--insecure" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_world_readable_secret_key_is_refused(splitfed_cmd, tmp_path: Path) -> None:
+    _, secret = create_keys(tmp_path / "k", "server")
+    secret.chmod(0o644)
+    res = _cli(
+        splitfed_cmd, "server", "sflv1", "--address", f"tcp://127.0.0.1:{free_port()}", "--curve-secret", str(secret)
+    )
+    assert res.returncode == 1 and f"chmod 600 {secret}" in res.stderr, res.stderr
+
+
+def test_keys_in_one_step_run_a_federation_with_names_bound_to_keys(splitfed_cmd, tmp_path: Path) -> None:
+    """The printed commands, run as printed (host, port, protocol and data filled in), train; a member
+    that claims another member's name is refused."""
+    keys = _cli(splitfed_cmd, "keys", str(tmp_path / "keys"), "--clients", "hospital-a,hospital-b")
+    assert keys.returncode == 0, keys.stderr
+    for secret in (tmp_path / "keys").rglob("*.key_secret"):
+        assert secret.stat().st_mode & 0o077 == 0, secret
+    port = free_port()
+    commands = [line.strip().split() for line in keys.stdout.splitlines() if line.startswith("  splitfed ")]
+    assert len(commands) == 3
+
+    def filled(cmd: list[str], extra: list[str]) -> list[str]:
+        cmd = [w.replace("SERVER_HOST", "127.0.0.1").replace("5555", str(port)) for w in cmd if w != "..."]
+        return [*splitfed_cmd, *cmd[1:], *extra]
+
+    server_cmd = [w if w != "PROTOCOL" else "sflv1" for w in commands[0]]
+    server = subprocess.Popen(
+        filled(server_cmd, ["--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    a_cmd, b_cmd = (filled(c, ["digits", "--shard", "auto", "--timeout", "60"]) for c in commands[1:])
+    try:
+        impostor = [w if w != "hospital-a" else "hospital-b" for w in a_cmd]  # a's key, b's name
+        refused = subprocess.run(impostor, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "listed as 'hospital-a'" in refused.stderr, refused.stderr
+        members = [
+            subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in (a_cmd, b_cmd)
+        ]
+        for m in members:
+            _, err = m.communicate(timeout=120)
+            assert m.returncode == 0, err
+        _, err = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and set(summary["bytes_by_client"]) == {"hospital-a", "hospital-b"}

@@ -10,6 +10,7 @@ With CURVE keys (security.py) every connection is encrypted and authenticated.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import zmq
@@ -17,7 +18,7 @@ import zmq
 from splitfed.errors import PeerLostError, TransportError
 from splitfed.transport.base import ClientTransport, Frames, ServerTransport
 from splitfed.transport.security import CurveClient, CurveServer, secure_client, secure_server
-from splitfed.wire import DEFAULT_MAX_TENSORS
+from splitfed.wire import DEFAULT_MAX_TENSORS, Message, encode
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MAX_FRAMES = DEFAULT_MAX_TENSORS + 1
 def check_address(address: str) -> str:
     if not address.startswith(SCHEMES):
         raise TransportError(
-            f"address {address!r} must start with one of {', '.join(SCHEMES)}, e.g. tcp://0.0.0.0:5555"
+            f"address {address!r} must start with one of {', '.join(SCHEMES)}, e.g. tcp://127.0.0.1:5555"
         )
     return address
 
@@ -54,7 +55,7 @@ def _common_options(sock: zmq.Socket, max_bytes: int) -> None:
 
 
 def _send(sock: zmq.Socket, frames: Frames, peer: str, *, block: bool = True) -> bool:
-    """Send a message; False if ``block`` is off and it cannot go out at once (it is dropped)."""
+    """Send a message; False if ``block`` is off and it cannot go out at once, or to nobody (it is dropped)."""
     big = any(_nbytes(f) >= ZERO_COPY_MIN for f in frames)
     try:
         # Zero-copy: the caller promises not to modify the tensors behind the frames
@@ -66,6 +67,8 @@ def _send(sock: zmq.Socket, frames: Frames, peer: str, *, block: bool = True) ->
         raise PeerLostError(peer, "took no message within the timeout (it may be frozen)") from exc
     except zmq.ZMQError as exc:
         if exc.errno == zmq.EHOSTUNREACH:
+            if not block:
+                return False
             raise PeerLostError(peer, "not connected (it exited or never joined)") from exc
         raise TransportError(f"sending to {peer} failed: {exc}") from exc
     return True
@@ -118,14 +121,27 @@ class ZmqServerTransport(ServerTransport):
         log.debug("server bound at %s", self.address)
 
     def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
-        frames = _poll_recv(self._sock, timeout, MAX_FRAMES + 1)  # + the peer's identity frame
-        if frames is None:
-            return None
-        try:
-            peer = frames[0].bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            peer = frames[0].bytes.hex()
-        return peer, [f.buffer for f in frames[1:]]
+        deadline = time.monotonic() + timeout
+        while True:
+            frames = _poll_recv(self._sock, max(0.0, deadline - time.monotonic()), MAX_FRAMES + 1)  # + identity
+            if frames is None:
+                return None
+            try:
+                peer = frames[0].bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                peer = frames[0].bytes.hex()
+            if self._auth is None or len(frames) < 2 or self._named_as(peer, frames[1]):
+                return peer, [f.buffer for f in frames[1:]]
+
+    def _named_as(self, peer: str, frame: zmq.Frame) -> bool:
+        """With an allow-list, a client's name must be the one its key is listed under."""
+        listed = frame.get("User-Id")
+        if listed == peer:
+            return True
+        log.warning("refused a client whose key is listed as %r but who calls itself %r", listed, peer)
+        refusal = f"your key is listed as {listed!r}, not {peer!r}: run the client with --name {listed}"
+        self.send(peer, encode(Message("error", meta={"error": refusal}, sender="server")), block=False)
+        return False
 
     def send(self, peer: str, frames: Frames, *, block: bool = True) -> bool:
         return _send(self._sock, [peer.encode("utf-8"), *frames], peer, block=block)
