@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the server; clients join with `splitfed client --server tcp://HOST:PORT`.",
     )
     _server_flags(server)
-    srv_sub = server.add_subparsers(dest="protocol", metavar="PROTOCOL")
+    srv_sub = server.add_subparsers(
+        dest="protocol", metavar="PROTOCOL", help="the protocol to serve (or none, with --config RUN/config.json)"
+    )
     for name, spec in specs.items():
         p = srv_sub.add_parser(name, help=spec.summary)
         _training_flags(p, spec)

@@ -186,22 +186,21 @@ def test_server_survives_garbage_and_reports_a_frozen_client(splitfed_cmd, start
             p.wait()
 
 
-def test_help_explains_every_flag(splitfed_cmd) -> None:
-    for args in (
-        ["run", "--help"],
-        ["run", "sflv1", "--help"],
-        ["run", "sflv2", "--help"],
-        ["server", "sflv1", "--help"],
-        ["client", "--help"],
-    ):
-        res = run([*splitfed_cmd, *args], timeout=60)
-        assert res.returncode == 0, res.stderr
-    from splitfed.cli import build_parser
+def test_help_explains_every_flag(splitfed_cmd, capsys) -> None:
+    res = run([*splitfed_cmd, "run", "sflv1", "--help"], timeout=60)  # once as a user runs it
+    assert res.returncode == 0 and "--resume" in res.stdout, res.stderr
+    from splitfed.cli import build_parser, main
 
+    for args in (["run", "--help"], ["run", "sflv2", "--help"], ["server", "sflv1", "--help"], ["client", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 0, args
+        text = capsys.readouterr().out
+        assert "usage:" in text and "SUPPRESS" not in text, args  # no internal default leaks into a help text
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices
-    run_parsers = sub["run"]._subparsers._group_actions[0].choices
-    for p in [*run_parsers.values(), sub["client"]]:
+    nested = [sub[name]._subparsers._group_actions[0].choices.values() for name in ("run", "server")]
+    for p in [*nested[0], *nested[1], sub["client"], sub["server"], sub["keys"]]:
         for action in p._actions:
             assert action.help, f"{p.prog} {action.option_strings} has no help text"
 
