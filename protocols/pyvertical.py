@@ -57,6 +57,9 @@ def top_step(
 class VerticalServer(ServerRole):
     """The top model; with the labels (default) also the PSI client and the loss."""
 
+    #: PSI figures for summary.json, replaced (never changed in place) once the alignment is done
+    psi: dict[str, Any] = {}
+
     def setup(self, link: ServerLink) -> dict[str, Any]:
         cfg = self.config
         ready: dict[str, dict] = {}

@@ -56,3 +56,17 @@ def test_pyvertical_refuses_to_resume_without_the_owners_heads(tmp_path: Path) -
     with pytest.raises((ConfigError, RemoteError), match="cannot resume after round 1"):
         run_in_threads(config.replace(epochs=2), tmp_path, resume=True)
     assert _summary(tmp_path / "summary.json")["status"] == "failed"
+
+
+def test_a_resume_with_other_training_settings_is_refused(tmp_path: Path) -> None:
+    """`splitfed server --resume` without --config could silently change the seed, lr or clients."""
+    from splitfed import registry
+    from splitfed.runtime.server import load_checkpoint
+
+    config = RunConfig(protocol="sflv1", clients=2, epochs=1, seed=3, timeout=30)
+    run_in_threads(config, tmp_path)
+    spec = registry.get("sflv1")
+    load_checkpoint(tmp_path, config.replace(epochs=3), spec)  # only --epochs may change
+    with pytest.raises(ConfigError, match="keeps its settings") as refused:
+        load_checkpoint(tmp_path, config.replace(epochs=3, seed=4, lr=0.1), spec)
+    assert "'seed': 3" in str(refused.value) and "'lr': 0.001" in str(refused.value)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitfed.config import RunConfig
@@ -36,6 +36,7 @@ class Party:
     name: str
     proc: subprocess.Popen
     log_path: Path
+    started: float = field(default_factory=time.time)  # wall clock, to compare with file times
 
     def describe_exit(self) -> str:
         rc = self.proc.returncode
@@ -225,15 +226,19 @@ def _failure(parties: list[Party], failed: Party, out: Path) -> SplitFedError:
         except subprocess.TimeoutExpired:
             pass
     _stop([q for q in parties if q is not failed])
-    error = _summary_error(out) if server.proc.returncode not in (None, 0) else None
+    error = _summary_error(out, server.started) if server.proc.returncode not in (None, 0) else None
     return SplitFedError(error) if error else PartyFailedError(failed.name, failed.describe_exit())
 
 
-def _summary_error(out: Path) -> str | None:
+def _summary_error(out: Path, since: float) -> str | None:
+    """The error the server wrote into summary.json, if it wrote one in this launch (not a resumed run's old one)."""
     import json
 
+    path = out / "summary.json"
     try:
-        summary = json.loads((out / "summary.json").read_text())
+        if path.stat().st_mtime < since:
+            return None
+        summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     error = summary.get("error") if summary.get("status") == "failed" else None

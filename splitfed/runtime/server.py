@@ -66,6 +66,9 @@ def _version() -> str:
     return __version__
 
 
+#: settings a resumed run may change; every other training setting must be the checkpoint's own
+RESUME_MAY_CHANGE = ("epochs", "timeout", "max_message_mb")
+
 #: files of a finished or running run; a fresh run refuses a folder that holds any of them
 RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoint.pt")
 
@@ -239,6 +242,15 @@ def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     checkpoint = torch.load(path, weights_only=True)  # our own file, and weights only all the same
     if checkpoint["config"]["protocol"] != config.protocol:
         raise ConfigError(f"{path} is a {checkpoint['config']['protocol']} checkpoint, not {config.protocol}")
+    changed = [
+        k for k in TRAINING_FIELDS if k not in RESUME_MAY_CHANGE and checkpoint["config"].get(k) != config.to_dict()[k]
+    ]
+    if changed:
+        old = {k: checkpoint["config"].get(k) for k in changed}
+        raise ConfigError(
+            f"{path} was trained with {old}; a resumed run keeps its settings: pass --config {out / 'config.json'} "
+            "(only --epochs may change)"
+        )
     if checkpoint["round"] >= config.epochs:
         raise ConfigError(f"{out} already has {checkpoint['round']} round(s); pass a larger --epochs to train further")
     return checkpoint
@@ -268,6 +280,17 @@ def _metrics_row(
         "bytes_received": s.bytes_sent - before[1],
         **{f"train_{k}": v for k, v in train.extra.items()},
     }
+
+
+def _role_summary(role: Any) -> dict[str, Any]:
+    """The protocol's own summary fields; a role that failed half-way through setup may have none."""
+    if role is None:
+        return {}
+    try:
+        return role.summary()
+    except Exception as exc:  # the summary must be written, whatever the role's state
+        log.warning("the protocol's summary fields are missing: %s", exc)
+        return {}
 
 
 def _summary(
@@ -302,5 +325,5 @@ def _summary(
         "messages_repeated": link.stats.duplicates,
         "classes": role.classes if role is not None else [],
         "confusion": test.tally.confusion if test else None,
-        **(role.summary() if role is not None else {}),
+        **_role_summary(role),
     }
