@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -217,13 +218,15 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
     if args.curve_secret is not None and args.server_key is None:
         raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
+    if args.state_dir is not None and args.name is None:
+        raise ConfigError("--state-dir needs --name: a client finds its own state by its name when a run resumes")
     curve = CurveClient(args.server_key, args.curve_secret) if args.server_key else None
     warning = require_client_security(args.server, curve, args.insecure)
     if warning:
         print(warning, file=sys.stderr)
     rounds = run_client(
         args.server,
-        args.name,
+        args.name or f"client-{socket.gethostname()}-{os.getpid()}",
         data,
         device=args.device,
         timeout=args.timeout,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from pathlib import Path
 
 from splitfed import __version__, registry
@@ -225,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument(
         "--name",
-        default=f"client-{socket.gethostname()}-{os.getpid()}",
-        help="this client's name, unique in the run (default client-<host>-<pid>)",
+        default=None,
+        help="this client's name, unique in the run (default client-<host>-<pid>; required with --state-dir, "
+        "and with an allow-list it must be the name its key is listed under)",
     )
     client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")

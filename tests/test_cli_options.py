@@ -141,3 +141,14 @@ def test_a_used_run_folder_is_refused_unless_resumed(splitfed_cmd, tmp_path: Pat
         timeout=120,
     )
     assert server.returncode == 1 and "already holds a run" in server.stderr, server.stderr
+
+
+def test_a_client_with_a_state_dir_must_be_named(splitfed_cmd, tmp_path: Path) -> None:
+    """Its state is found by its name when the run resumes; the default name changes with every start."""
+    res = subprocess.run(
+        [*splitfed_cmd, "client", "--server", "tcp://127.0.0.1:5", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1 and "--state-dir needs --name" in res.stderr, res.stderr

@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import socket
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,19 +49,22 @@ class CurveClient:
 
 
 def is_local(address: str) -> bool:
-    """True for addresses only this machine can reach: ipc://, inproc://, tcp on loopback."""
+    """True for addresses only this machine can reach: ipc://, inproc://, tcp on a loopback IP or ``localhost``.
+
+    Other host names count as remote even when they resolve to loopback now: ZeroMQ
+    resolves them again at every (re)connect, and the answer may change.
+    """
     if address.startswith(LOCAL_SCHEMES):
         return True
     if not address.startswith("tcp://"):
         return False
     host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
-    if host in ("*", ""):
-        return False
+    if host == "localhost":
+        return True
     try:
-        infos = socket.getaddrinfo(host, None)
-    except (OSError, UnicodeError):
-        return False  # a name we cannot resolve here is not known to be local
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_server_security(address: str, curve: CurveServer | None, insecure: bool) -> str | None:
@@ -98,15 +101,23 @@ def require_client_security(address: str, curve: CurveClient | None, insecure: b
 def create_keys(folder: Path, name: str) -> tuple[Path, Path]:
     """Write NAME.key and NAME.key_secret (readable by the owner only); return (public, secret).
 
-    A folder made here is the owner's only (0700), so the secret is never readable by others,
-    not even between its writing and the chmod.
+    The pair is made in a fresh 0700 folder and moved into place, so the secret is never
+    readable by others, not even for a moment; existing keys are never overwritten.
     """
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(mode=0o700)
-    public, secret = zmq.auth.create_certificates(str(folder), name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
+    taken = [p for p in (public, secret) if p.exists()]
+    if taken:
+        raise ConfigError(f"{taken[0]} exists already; keys are never overwritten: remove it or choose another DIR")
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".keys-", dir=folder))  # mode 0700
+    try:
+        made_public, made_secret = (Path(p) for p in zmq.auth.create_certificates(str(staging), name))
+        os.chmod(made_secret, 0o600)
+        os.replace(made_secret, secret)
+        os.replace(made_public, public)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return public, secret
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,9 @@ class ZmqServerTransport(ServerTransport):
                 return None
             try:
                 peer = frames[0].bytes.decode("utf-8")
-            except UnicodeDecodeError:
-                peer = frames[0].bytes.hex()
+            except UnicodeDecodeError:  # not a splitfed client; a made-up name could collide with a member's
+                log.debug("dropped a message from a peer whose identity is not UTF-8")
+                continue
             if self._auth is None or len(frames) < 2 or self._named_as(peer, frames[1]):
                 return peer, [f.buffer for f in frames[1:]]
 
