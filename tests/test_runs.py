@@ -264,8 +264,10 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(run_protocol, sp
     first, run_dir = run_protocol("sflv1", *common, "--epochs", "2", "--out-suffix", "resumed")
     assert first["rounds_done"] == 2
     assert sorted(p.name for p in (run_dir / "clients").iterdir()) == ["client-0.pt", "client-1.pt"]
-    res = run([*splitfed_cmd, "run", "sflv1", "--resume", str(run_dir), "--epochs", "4", "--quiet"])
+    res = run([*splitfed_cmd, "run", "sflv1", "--resume", str(run_dir), "--epochs", "4"])
     assert res.returncode == 0, res.stderr
+    progress = [line.split("  ")[0] for line in res.stderr.splitlines() if " round " in line]
+    assert progress == ["sflv1 round 3/4", "sflv1 round 4/4"], res.stderr  # counted against the new total
     resumed = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2, 3, 4] and resumed["resumed_after_round"] == 2

@@ -7,13 +7,14 @@ from typing import Any
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool = True, done: int = 0) -> None:
+        """``total`` rounds of the whole run, ``done`` of them before this process started (a resume)."""
         self.total, self.desc, self.enabled = total, desc, enabled
         self._bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="round", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=done, desc=desc, unit="round", dynamic_ncols=True)
 
     def update(self, round: int, figures: dict[str, Any]) -> None:
         if not self.enabled:

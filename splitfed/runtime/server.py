@@ -143,7 +143,7 @@ class _ServerRun:
             # totals of the rounds already done, so that summary.json still adds up over the whole run
             self.state["prior"] = {k: sum(r[k] for r in rows) for k in ("bytes_sent", "bytes_received", "wall_seconds")}
             log.info("resuming %s after round %d of %d", writer.out, checkpoint["round"], config.epochs)
-        self.bar = Progress(config.epochs - self.first + 1, config.protocol, enabled=progress)
+        self.bar = Progress(config.epochs, config.protocol, enabled=progress, done=self.first - 1)
         self.started = time.monotonic()
 
     def run(self, device: torch.device) -> Path:
@@ -242,14 +242,14 @@ def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     checkpoint = torch.load(path, weights_only=True)  # our own file, and weights only all the same
     if checkpoint["config"]["protocol"] != config.protocol:
         raise ConfigError(f"{path} is a {checkpoint['config']['protocol']} checkpoint, not {config.protocol}")
-    changed = [
-        k for k in TRAINING_FIELDS if k not in RESUME_MAY_CHANGE and checkpoint["config"].get(k) != config.to_dict()[k]
-    ]
+    old, new = checkpoint["config"], config.to_dict()
+    # a setting left to its default (None: the cut) is recorded resolved in config.json, so it may come back set
+    changed = [k for k in TRAINING_FIELDS if k not in RESUME_MAY_CHANGE and old.get(k) not in (None, new[k])]
     if changed:
-        old = {k: checkpoint["config"].get(k) for k in changed}
+        trained = {k: old.get(k) for k in changed}
         raise ConfigError(
-            f"{path} was trained with {old}; a resumed run keeps its settings: pass --config {out / 'config.json'} "
-            "(only --epochs may change)"
+            f"{path} was trained with {trained}; a resumed run keeps its settings: "
+            f"pass --config {out / 'config.json'} (only --epochs may change)"
         )
     if checkpoint["round"] >= config.epochs:
         raise ConfigError(f"{out} already has {checkpoint['round']} round(s); pass a larger --epochs to train further")
