@@ -135,3 +135,32 @@ def test_run_files_follow_the_umask(tmp_path: Path) -> None:
         )
         assert res.stdout.strip() == mode, (umask, res.stdout, res.stderr)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left over
+
+
+def test_a_client_with_a_shorter_timeout_than_the_server_survives_a_long_join(splitfed_cmd, tmp_path: Path) -> None:
+    """Before `welcome` a client waits with its own --timeout. The server's keep-alives came every --timeout/4
+    of its own (15 s here), too rarely for a client on --timeout 4 waiting for a second client: the client now
+    tells its timeout in `hello`, and its keep-alives come four times within it."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [*splitfed_cmd, "server", "sflv1", "--clients", "2", "--epochs", "1", "--timeout", "60", "--address", address]
+        + ["--out", str(tmp_path / "run"), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = [*splitfed_cmd, "client", "--server", address, "--shard", "auto", "--timeout", "4"]
+    early = subprocess.Popen([*client, "--name", "early"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(10)  # the early client waits for the late one, well past its own 4 s
+        assert early.poll() is None, early.communicate()[1]
+        late = subprocess.run([*client, "--name", "late"], capture_output=True, text=True, timeout=120)
+        _, err = early.communicate(timeout=60)
+        server.wait(60)
+    finally:
+        for p in (server, early):
+            p.kill()
+            p.wait()
+    assert late.returncode == 0, late.stderr
+    assert early.returncode == 0, err
+    assert server.returncode == 0, server.stderr.read()

@@ -48,7 +48,8 @@ def run_client(
     )
     link = ClientLink(transport, timeout=timeout)
     try:
-        welcome = link.request(Message("hello", meta={"version": __version__}), expect=("welcome",))
+        hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
+        welcome = link.request(hello, expect=("welcome",))
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
         link.timeout, link.max_bytes = config.timeout, config.max_bytes
         transport.connect_timeout = config.timeout  # joined: a server gone for --timeout is lost

@@ -51,7 +51,8 @@ def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) ->
         if msg.meta.get("version") != _version():
             link.reject(peer, f"version mismatch: server runs splitfed {_version()}, you run {msg.meta.get('version')}")
             continue
-        link.register(peer)
+        patience = msg.meta.get("timeout")
+        link.register(peer, float(patience) if isinstance(patience, (int, float)) else None)
         log.info("%s joined (%d/%d)", peer, len(link.clients), config.clients)
     link.clients.sort(key=natural_key)
     training = {k: v for k, v in config.to_dict().items() if k in TRAINING_FIELDS}

@@ -33,6 +33,8 @@ from splitfed.wire import DEFAULT_MAX_BYTES, Message, decode, encode, message_nb
 log = logging.getLogger(__name__)
 
 POLL_SLICE = 0.25
+#: longest pause between keep-alives to a waiting client, whatever the timeouts
+KEEPALIVE_MAX = 5.0
 #: strangers' rejections logged one by one; after that, one line per this many
 LOG_EVERY = 1000
 
@@ -89,18 +91,24 @@ class ServerLink:
         self._answered: dict[str, tuple[int, list]] = {}  # client -> (id, frames) of our last reply
         self._last_heard: dict[str, float] = {}
         self._last_told: dict[str, float] = {}
+        self._keepalive_for: dict[str, float] = {}  # a member's own keep-alive period, from its patience
         self.round = 0
 
     @property
     def keepalive_every(self) -> float:
-        # fixed by the timeout the link was made with, so raising ``timeout`` (while clients
-        # join) never lets the clients' own shorter timeout run out between keep-alives
-        return max(0.2, self._base_timeout / 4)
+        # Fixed by the timeout the link was made with, so raising ``timeout`` (while clients
+        # join) never stretches it, and at most KEEPALIVE_MAX: before ``welcome`` a client
+        # waits with its own --timeout, which may be shorter than the server's.
+        return max(0.2, min(self._base_timeout / 4, KEEPALIVE_MAX))
 
-    def register(self, peer: str) -> None:
+    def register(self, peer: str, patience: float | None = None) -> None:
+        """Make ``peer`` a member. ``patience``: the seconds it waits for us before it gives up (its own
+        --timeout, told in ``hello``); keep-alives to it come at least four times within it."""
         if peer not in self.clients:
             self.clients.append(peer)
             self._last_heard[peer] = time.monotonic()
+        if patience is not None and patience > 0:
+            self._keepalive_for[peer] = max(0.2, min(self.keepalive_every, patience / 4))
 
     def recv(self, *, expect: tuple[str, ...] | None = None) -> tuple[str, Message]:
         """Next valid request from a registered client (or a ``hello`` while joining is open).
@@ -198,7 +206,7 @@ class ServerLink:
 
     def _keepalive(self, now: float) -> None:
         for peer, owed in list(self._owed.items()):
-            if now - self._last_told.get(peer, 0.0) >= self.keepalive_every:
+            if now - self._last_told.get(peer, 0.0) >= self._keepalive_for.get(peer, self.keepalive_every):
                 self.transport.send(peer, encode(Message("wait", sender=self.name, id=owed)))
                 self._last_told[peer] = now
 
