@@ -16,24 +16,19 @@ import argparse
 import datetime
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from splitfed.runtime.launcher import free_tcp_address
+
 EXE = os.path.join(os.path.dirname(sys.executable), "splitfed")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_fault(fault: signal.Signals, timeout: float, tmp: Path) -> list[float]:
-    address, out = f"tcp://127.0.0.1:{_port()}", tmp / f"run-{fault.name}"
+    address, out = free_tcp_address(), tmp / f"run-{fault.name}"
     server = subprocess.Popen(
         [EXE, "server", "sflv1", "--clients", "2", "--epochs", "1000", "--timeout", str(timeout)]
         + ["--address", address, "--out", str(out), "--quiet"],

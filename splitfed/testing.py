@@ -200,14 +200,13 @@ def run_with_strangers(
     server's peak resident memory (MB)."""
     import json
     import os
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from splitfed.runtime.launcher import free_tcp_address
+
+    address = free_tcp_address()
     exe = [os.path.join(os.path.dirname(sys.executable), "splitfed")]
     server = subprocess.Popen(
         [*exe, "server", "sflv1", "--clients", "2", "--epochs", str(epochs), "--seed", str(seed)]
