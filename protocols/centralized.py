@@ -29,6 +29,7 @@ class CentralizedTrainer(ServerRole):
             test_split=cfg.test_split,
             test_fraction=cfg.test_fraction,
             seed=cfg.seed,
+            augment=cfg.augment,
         )
         self.classes = self.shard.classes
         self.model = build_model(cfg.model, self.shard.shape, len(self.classes), cfg.seed).to(self.device)

@@ -339,4 +339,5 @@ SPEC = ProtocolSpec(
     options=_options,
     defaults={"lr": 3e-3},
     validate=_validate,
+    augments=False,
 )

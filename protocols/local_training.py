@@ -32,10 +32,12 @@ def train_local(
     tally = Tally(len(shard.classes))
     model.train()
     for epoch in range(config.local_epochs):
-        for rows in batch_order(
+        batches = batch_order(
             len(shard.train_y), config.batch_size, seed=config.seed, client=client, round=round, epoch=epoch
-        ):
-            x, y = shard.train_x[rows].to(device), shard.train_y[rows].to(device)
+        )
+        for step, rows in enumerate(batches):
+            x, y = shard.train_batch(rows, seed=config.seed, client=client, round=round, epoch=epoch, step=step)
+            x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)

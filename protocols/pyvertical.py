@@ -268,4 +268,5 @@ SPEC = ProtocolSpec(
     add_arguments=_add_arguments,
     options=lambda args: {"overlap": args.overlap, "labels": args.labels},
     validate=_validate,
+    augments=False,
 )

@@ -37,6 +37,7 @@ def load_shard(assignment: Assignment, data: DataRequest) -> ClientShard:
         test_split=data.test_split,
         test_fraction=data.test_fraction,
         seed=data.seed,
+        augment=assignment.config.augment,
     )
 
 
@@ -69,7 +70,8 @@ class SFLClient(ClientRole):
             )
             for i, rows in enumerate(batches):
                 last = epoch == cfg.local_epochs - 1 and i == len(batches) - 1
-                self.train_batch(link, s.train_x[rows], s.train_y[rows], last=last, step=i)
+                x, y = s.train_batch(rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i)
+                self.train_batch(link, x, y, last=last, step=i)
         self.exchange_weights(link)
 
     def train_batch(self, link: ClientLink, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from splitfed.config import RunConfig
+from splitfed.data.augment import check_augment, make_augment
+from splitfed.errors import ConfigError
 from splitfed.data.datasets import DatasetIndex, load_index
 from splitfed.data.partition import parse_scheme
 from splitfed.data.shards import client_rows
@@ -20,7 +22,15 @@ from splitfed.protocol import ProtocolSpec
 def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) -> None:
     """Raise ConfigError or DataError for what would fail once the run had started."""
     parse_scheme(config.partition)
+    check_augment(config.augment)
+    if not spec.augments and config.augment not in ("auto", "none"):
+        raise ConfigError(
+            f"--augment {config.augment}: in {spec.name} each client holds only part of every example, "
+            "which cannot be augmented on its own; use --augment none"
+        )
     index = load_index(config.data) if with_data else None
+    if index is not None and spec.augments:
+        make_augment(config.augment, index.kind, index.shape)
     if spec.validate is not None:
         spec.validate(config, index)
     elif index is not None:

@@ -35,6 +35,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         cut=args.cut,
         seed=args.seed,
         wire_dtype=args.wire_dtype,
+        augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),
         test_split=getattr(args, "test_split", "random"),

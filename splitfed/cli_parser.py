@@ -7,7 +7,6 @@ from pathlib import Path
 
 from splitfed import __version__, registry
 from splitfed.config import WIRE_DTYPES, RunConfig
-from splitfed.models import MODELS
 from splitfed.optim import OPTIMIZERS
 from splitfed.protocol import DataRequest, ProtocolSpec
 
@@ -45,10 +44,11 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default %(default)s)")
     g.add_argument(
         "--model",
-        choices=sorted(MODELS),
         default=d.model,
         help="cnn: compact 4-block CNN for small grayscale images; resnet18: torchvision ResNet-18 adapted "
-        "to the input's channels (default %(default)s)",
+        "to the input's channels; or a factory of your own, package.module:factory or path/to/file.py:factory, "
+        "called as factory(shape, n_classes) in every process and returning the model's blocks "
+        "(see the README) (default %(default)s)",
     )
     g.add_argument(
         "--cut",
@@ -68,6 +68,15 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         choices=WIRE_DTYPES,
         default=d.wire_dtype,
         help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes (default %(default)s)",
+    )
+    g.add_argument(
+        "--augment",
+        default=d.augment,
+        help="augmentation of training batches, done by each client on its own rows (evaluation never augments): "
+        "auto = standard for image folders and manifests, none for the built-in digits and for data from a "
+        "function; none; standard = random flip, rotation ±10°, scale 0.9-1.1, shift ±6%%, brightness, contrast; "
+        "standard-noflip; or package.module:name, a function augment(x, generator) of your own. "
+        "Seeded from --seed (default %(default)s)",
     )
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
@@ -270,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
     b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
-    b.add_argument("--model", choices=sorted(MODELS), default="cnn", help="model of the split protocols")
+    b.add_argument(
+        "--model", default="cnn", help="model of every protocol: a built-in name or package.module:factory"
+    )
     b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
     b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
     b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")

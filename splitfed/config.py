@@ -31,6 +31,7 @@ class RunConfig:
     cut: int | None = None
     seed: int = 0
     wire_dtype: str = "float32"
+    augment: str = "auto"  # training batches, on the clients: auto, none, standard, standard-noflip or an import path
     # data (each client process applies these to load only its own rows)
     data: str = "digits"
     partition: str = "iid"
@@ -126,6 +127,7 @@ TRAINING_FIELDS = (
     "cut",
     "seed",
     "wire_dtype",
+    "augment",
     "timeout",
     "max_message_mb",
     "options",

@@ -130,6 +130,9 @@ class ProtocolSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: False for protocols run in one process with no clients (centralised)
     distributed: bool = True
+    #: False where a client holds part of each example (feature bands, sequence segments):
+    #: augmenting parts on their own would break the examples, so --augment is refused
+    augments: bool = True
     #: checks the protocol's own rules before any process starts; raises ConfigError/DataError.
     #: Given the config and the dataset's index (None where the caller holds no data, as a
     #: remote server). Without it the runtime checks the split model's cut and the partition.

@@ -37,5 +37,5 @@ def test_same_seed_same_weights_and_cut_range() -> None:
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     with pytest.raises(ConfigError, match="out of range"):
         resolve_cut("cnn", 4, a)
-    with pytest.raises(ConfigError, match="not one of"):
+    with pytest.raises(ConfigError, match="neither a built-in model"):
         build_model("vgg", (1, 8, 8), 10, seed=0)

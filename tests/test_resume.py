@@ -70,3 +70,18 @@ def test_a_resume_with_other_training_settings_is_refused(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="keeps its settings") as refused:
         load_checkpoint(tmp_path, config.replace(epochs=3, seed=4, lr=0.1), spec)
     assert "'seed': 3" in str(refused.value) and "'lr': 0.001" in str(refused.value)
+
+
+@pytest.mark.parametrize("protocol", ["sflv1", "fedavg"])
+def test_augmented_runs_resume_exactly_and_augmentation_changes_training(protocol: str, tmp_path: Path) -> None:
+    """Each batch's augmentation is seeded from (seed, client, round, epoch, step): a resume replays it."""
+    config = RunConfig(
+        protocol=protocol, clients=2, epochs=4, seed=3, timeout=30, augment="standard-noflip", optimizer="adam"
+    )
+    straight = _summary(run_in_threads(config, tmp_path / "straight"))
+    run_in_threads(config.replace(epochs=2), tmp_path / "resumed")
+    resumed = _summary(run_in_threads(config, tmp_path / "resumed", resume=True))
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-6)
+    plain = _summary(run_in_threads(config.replace(augment="none"), tmp_path / "plain"))
+    assert abs(plain["train_loss"] - straight["train_loss"]) > 1e-3  # the augmentation was applied
+    assert json.loads((tmp_path / "straight" / "config.json").read_text())["augment"] == "standard-noflip"

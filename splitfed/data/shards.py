@@ -6,11 +6,12 @@ equivalence tests can replay exactly the batches a protocol saw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from splitfed.data.augment import Augment, batch_generator, make_augment
 from splitfed.data.datasets import DatasetIndex, load_index
 from splitfed.data.partition import partition, split_train_test
 
@@ -25,6 +26,15 @@ class ClientShard:
     test_y: torch.Tensor
     train_ids: list[str]
     test_ids: list[str]
+    #: applied to training batches only (see :mod:`splitfed.data.augment`); None = as loaded
+    augment: Augment | None = field(default=None, repr=False)
+
+    def train_batch(self, rows: torch.Tensor, *, seed: int, client: int, round: int, epoch: int, step: int):
+        """Inputs and labels of training rows ``rows``, augmented if this client augments."""
+        x, y = self.train_x[rows], self.train_y[rows]
+        if self.augment is not None:
+            x = self.augment(x, batch_generator(seed, client, round, epoch, step))
+        return x, y
 
 
 def client_rows(
@@ -48,7 +58,9 @@ def client_shard(
     test_split: str = "random",
     test_fraction: float = 0.2,
     seed: int = 0,
+    augment: str = "none",
 ) -> ClientShard:
+    """One client's rows; ``augment`` is ``--augment`` (``auto`` follows the kind of data)."""
     index = load_index(source)
     train_rows, test_rows = client_rows(index, clients, client, scheme, test_split, test_fraction, seed)
     train_x, train_y = index.load(train_rows)
@@ -62,6 +74,7 @@ def client_shard(
         test_y=test_y,
         train_ids=[index.ids[i] for i in train_rows],
         test_ids=[index.ids[i] for i in test_rows],
+        augment=make_augment(augment, index.kind, index.shape),
     )
 
 

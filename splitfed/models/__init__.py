@@ -1,19 +1,31 @@
-"""Models as ordered blocks, and the cut that splits them into a client and a server half."""
+"""Models as ordered blocks, and the cut that splits them into a client and a server half.
+
+``--model`` names a built-in (``cnn``, ``resnet18``) or a factory of the user's own by
+import path (``package.module:factory`` or ``path/to/file.py:factory``, see
+:mod:`splitfed.imports`). A factory is called as ``factory(shape, n_classes)`` with the
+input shape of one example (e.g. ``(1, 64, 128)`` or ``(30,)``) and returns the model
+as ordered blocks: an ``nn.Sequential``, a list of modules, or a list of
+``(name, module)`` pairs. ``--cut N`` gives the client the first N blocks; without
+``--cut`` the client keeps ``factory.default_cut`` blocks if the factory sets it, else 1.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from splitfed.errors import ConfigError
+from splitfed.imports import is_import_path, load_object
 from splitfed.models.cnn import compact_cnn
 from splitfed.models.init import seeded
 from splitfed.models.resnet import resnet18_blocks
 
-Builder = Callable[[tuple[int, int, int], int], list[tuple[str, nn.Module]]]
+Builder = Callable[[tuple[int, ...], int], list[tuple[str, nn.Module]]]
 
 #: name -> (builder, default cut: the number of blocks on the client side)
 MODELS: dict[str, tuple[Builder, int]] = {
@@ -21,18 +33,89 @@ MODELS: dict[str, tuple[Builder, int]] = {
     "resnet18": (resnet18_blocks, 2),
 }
 
+#: a user's factory draws its initial weights from torch's global RNG; parties in threads of
+#: one process take turns, and the global state is restored afterwards
+_GLOBAL_RNG = threading.Lock()
 
-def build_model(name: str, shape: tuple[int, int, int], n_classes: int, seed: int) -> nn.Sequential:
+
+def check_model_name(name: str) -> None:
+    if name not in MODELS and not is_import_path(name):
+        raise ConfigError(
+            f"--model {name!r} is neither a built-in model ({', '.join(sorted(MODELS))}) "
+            "nor an import path (package.module:factory or path/to/file.py:factory)"
+        )
+
+
+def build_model(name: str, shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Sequential:
     """The whole (unsplit) model, initialised from ``seed`` alone (see :mod:`splitfed.models.init`)."""
-    if name not in MODELS:
-        raise ConfigError(f"--model {name!r} is not one of {sorted(MODELS)}")
-    builder = MODELS[name][0]
-    conv_init = "kaiming_fan_out" if name.startswith("resnet") else "torch"
-    return seeded(lambda: nn.Sequential(OrderedDict(builder(shape, n_classes))), seed, conv_init=conv_init)
+    check_model_name(name)
+    if name in MODELS:
+        builder = MODELS[name][0]
+        conv_init = "kaiming_fan_out" if name.startswith("resnet") else "torch"
+        return seeded(
+            lambda: nn.Sequential(OrderedDict(_built_in(name, builder, shape, n_classes))), seed, conv_init=conv_init
+        )
+    factory = load_object(name, "--model")
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _as_blocks(name, _call_factory(name, factory, shape, n_classes))
+
+
+def _built_in(name: str, builder: Builder, shape: tuple[int, ...], n_classes: int) -> list[tuple[str, nn.Module]]:
+    if len(shape) != 3:
+        raise ConfigError(
+            f"--model {name} takes images (channels, height, width), but the data's examples have shape "
+            f"{tuple(shape)}; give a model of your own for this data (--model package.module:factory)"
+        )
+    return builder(shape, n_classes)
+
+
+def _call_factory(name: str, factory: Any, shape: tuple[int, ...], n_classes: int) -> Any:
+    try:
+        return factory(tuple(shape), n_classes)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"--model {name} failed when called as factory(shape={tuple(shape)}, n_classes={n_classes}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _as_blocks(name: str, built: Any) -> nn.Sequential:
+    """What a factory returned, as an ``nn.Sequential`` of named blocks."""
+    if isinstance(built, nn.Sequential):
+        blocks = list(built._modules.items())
+    elif isinstance(built, (list, tuple)) and all(isinstance(b, nn.Module) for b in built):
+        blocks = [(f"block{i}", b) for i, b in enumerate(built)]
+    elif isinstance(built, (list, tuple)) and all(
+        isinstance(b, tuple) and len(b) == 2 and isinstance(b[0], str) and isinstance(b[1], nn.Module) for b in built
+    ):
+        blocks = list(built)
+    else:
+        raise ConfigError(
+            f"--model {name} returned {type(built).__name__}; a model factory returns its blocks in order: "
+            "an nn.Sequential, a list of modules, or a list of (name, module) pairs"
+        )
+    if len(blocks) < 2:
+        raise ConfigError(
+            f"--model {name} returned {len(blocks)} block(s); a split model needs at least 2 "
+            "(the client keeps the first --cut blocks, the server the rest)"
+        )
+    return nn.Sequential(OrderedDict(blocks))
+
+
+def default_cut(name: str) -> int:
+    if name in MODELS:
+        return MODELS[name][1]
+    cut = getattr(load_object(name, "--model"), "default_cut", 1)
+    if not isinstance(cut, int):
+        raise ConfigError(f"--model {name}: default_cut must be a whole number, not {cut!r}")
+    return cut
 
 
 def resolve_cut(name: str, cut: int | None, model: nn.Sequential) -> int:
-    cut = MODELS[name][1] if cut is None else cut
+    cut = default_cut(name) if cut is None else cut
     if not 1 <= cut < len(model):
         names = list(model._modules)
         raise ConfigError(
@@ -42,14 +125,28 @@ def resolve_cut(name: str, cut: int | None, model: nn.Sequential) -> int:
     return cut
 
 
-def check_cut(name: str, cut: int | None, shape: tuple[int, int, int], n_classes: int) -> int:
-    """The cut a run will use, checked before any process starts (the model is built on ``meta``:
-    no memory, no weights)."""
-    if name not in MODELS:
-        raise ConfigError(f"--model {name!r} is not one of {sorted(MODELS)}")
-    with torch.device("meta"):
-        model = nn.Sequential(OrderedDict(MODELS[name][0](shape, n_classes)))
-    return resolve_cut(name, cut, model)
+def check_cut(name: str, cut: int | None, shape: tuple[int, ...], n_classes: int) -> int:
+    """The cut a run will use, checked before any process starts. A built-in model is built on
+    ``meta`` (no memory, no weights); a factory of the user's is built and run on one example,
+    so that a model that cannot take the data fails here, with the factory's name."""
+    check_model_name(name)
+    if name in MODELS:
+        with torch.device("meta"):
+            model = nn.Sequential(OrderedDict(_built_in(name, MODELS[name][0], shape, n_classes)))
+        return resolve_cut(name, cut, model)
+    model = build_model(name, shape, n_classes, seed=0)
+    chosen = resolve_cut(name, cut, model)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except Exception as exc:
+        raise ConfigError(
+            f"--model {name} cannot take examples of shape {tuple(shape)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"--model {name} returned outputs of shape {got} for 2 examples; expected (2, {n_classes})")
+    return chosen
 
 
 def split_model(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -58,4 +155,4 @@ def split_model(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Seque
     return nn.Sequential(OrderedDict(blocks[:cut])), nn.Sequential(OrderedDict(blocks[cut:]))
 
 
-__all__ = ["MODELS", "build_model", "resolve_cut", "split_model"]
+__all__ = ["MODELS", "build_model", "check_cut", "check_model_name", "default_cut", "resolve_cut", "split_model"]
