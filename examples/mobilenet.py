@@ -46,7 +46,10 @@ def mobilenet(shape: tuple[int, ...], n_classes: int, width: int = 32) -> list[t
         ("stage1", nn.Sequential(_separable(width, 2 * width, 1), _separable(2 * width, 2 * width, 2))),
         ("stage2", nn.Sequential(_separable(2 * width, 4 * width, 1), _separable(4 * width, 4 * width, 2))),
         ("stage3", nn.Sequential(_separable(4 * width, 8 * width, 1), _separable(8 * width, 8 * width, 2))),
-        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * width, n_classes))),
+        (
+            "head",
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * width, n_classes)),
+        ),
     ]
 
 

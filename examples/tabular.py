@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+
 def breast_cancer() -> dict:
     """Rows as a dict: ``x`` (N, 30) float, ``y`` (N,) int, and the class names."""
     from sklearn.datasets import load_breast_cancer

@@ -70,7 +70,9 @@ class SFLClient(ClientRole):
             )
             for i, rows in enumerate(batches):
                 last = epoch == cfg.local_epochs - 1 and i == len(batches) - 1
-                x, y = s.train_batch(rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i)
+                x, y = s.train_batch(
+                    rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i
+                )
                 self.train_batch(link, x, y, last=last, step=i)
         self.exchange_weights(link)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from splitfed.config import RunConfig
 from splitfed.data.augment import check_augment, make_augment
-from splitfed.errors import ConfigError
 from splitfed.data.datasets import DatasetIndex, load_index
 from splitfed.data.partition import parse_scheme
 from splitfed.data.shards import client_rows
+from splitfed.errors import ConfigError
 from splitfed.models import check_cut
 from splitfed.protocol import ProtocolSpec
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from splitfed import registry
+from splitfed.api import default_out
 from splitfed.cli_parser import BUILTIN_NOTE, build_parser
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, SplitFedError, Terminated
@@ -50,10 +51,6 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     )
 
 
-def default_out(protocol: str) -> Path:
-    return Path("runs") / f"{protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     log_file = os.environ.get("SPLITFED_LOG_FILE")
@@ -70,7 +67,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from splitfed.runtime.launcher import launch
+    """``splitfed run``: the flags become a RunConfig, and :mod:`splitfed.api` does the rest."""
+    from splitfed.api import prepare, run_config
 
     spec = registry.get(args.protocol)
     if args.resume is not None:
@@ -81,23 +79,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
         config = config.replace(epochs=args.epochs) if args.epochs is not None else config
         out = args.resume
-        from splitfed.runtime.server import load_checkpoint
-
-        load_checkpoint(out, config, spec)  # nothing to resume, or the wrong protocol: say so before starting
     else:
         config = config_from_args(args, spec)
         out = args.out or default_out(spec.name)
-        if out.exists() and any(out.iterdir()):
-            raise ConfigError(
-                f"--out {out} is not empty: continue that run with --resume {out}, or give a new --out "
-                "(or delete the folder)"
-            )
-    from splitfed.checks import check_run
-    from splitfed.runtime.server import resolve_device
-
-    # Everything that can fail is checked here, before any process starts or any file is written.
-    resolve_device(config.device)
-    check_run(config, spec)
+    prepare(config, out, resume=args.resume is not None)  # every check, before any process starts
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
         print(
@@ -105,13 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"run folder: {out}", file=sys.stderr)
     try:
-        summary_path = launch(
+        summary_path = run_config(
             config,
             out,
+            resume=args.resume is not None,
             transport=args.transport,
             quiet=args.quiet,
             encrypt=args.encrypt,
-            resume=args.resume is not None,
+            checked=True,
         )
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"\ninterrupted; partial results in {out}", file=sys.stderr)
@@ -273,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM stops a command the way Ctrl-C does: results so far are written, no traceback.
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else argv
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         _setup_logging(args.verbose)
         if args.command == "protocols":

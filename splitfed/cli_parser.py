@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitfed import __version__, registry
-from splitfed.config import WIRE_DTYPES, RunConfig
-from splitfed.optim import OPTIMIZERS
+from splitfed.config import OPTIMIZERS, WIRE_DTYPES, RunConfig
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
@@ -155,14 +154,29 @@ def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: commands whose parsers list every protocol's flags (loading a protocol imports torch)
+_PROTOCOL_COMMANDS = ("run", "server")
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the command line about to be parsed, only what it needs.
+
+    ``splitfed --help``, ``splitfed client ...`` and the like never load a protocol (which
+    imports torch, seconds on a small machine): the protocols' sub-parsers are built only
+    for ``run`` and ``server``.
+    """
     parser = argparse.ArgumentParser(prog="splitfed", description="Split-federated deep learning over ZeroMQ.")
     parser.add_argument("--version", action="version", version=f"splitfed {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     names = registry.available()
-    specs = {n: registry.get(n) for n in names}
+    wanted = argv is None or _command_in(argv) in _PROTOCOL_COMMANDS
+    specs = {n: registry.get(n) for n in names} if wanted else {}
     listing = "\n".join(f"  {n:12s} {s.summary}" for n, s in specs.items())
     run = sub.add_parser(
         "run",
@@ -279,9 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
     b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
-    b.add_argument(
-        "--model", default="cnn", help="model of every protocol: a built-in name or package.module:factory"
-    )
+    b.add_argument("--model", default="cnn", help="model of every protocol: a built-in name or package.module:factory")
     b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
     b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
     b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")

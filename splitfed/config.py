@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitfed.errors import ConfigError
-from splitfed.optim import OPTIMIZERS
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 

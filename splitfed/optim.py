@@ -6,9 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
+from splitfed.config import OPTIMIZERS
 from splitfed.errors import ConfigError
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def make_optimizer(

@@ -18,12 +18,14 @@ import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from splitfed.config import RunConfig
-from splitfed.metrics import Tally
+
+if TYPE_CHECKING:  # `splitfed --help` and `import splitfed` must not wait for torch
+    import torch
+
+    from splitfed.metrics import Tally
 
 
 @dataclass

@@ -8,9 +8,12 @@ name on demand.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from splitfed.errors import ConfigError
-from splitfed.protocol import ProtocolSpec
+
+if TYPE_CHECKING:
+    from splitfed.protocol import ProtocolSpec
 
 GROUP = "splitfed.protocols"
 
@@ -26,6 +29,8 @@ def get(name: str) -> ProtocolSpec:
         if not names:
             raise ConfigError("no protocols are registered: install splitfed first (bash scripts/setup.sh)")
         raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(names)}")
+    from splitfed.protocol import ProtocolSpec
+
     spec = found[0].load()
     if not isinstance(spec, ProtocolSpec):
         raise ConfigError(f"entry point {found[0].value} is not a ProtocolSpec")

@@ -24,9 +24,10 @@ def run_in_threads(
     config: RunConfig,
     out: Path,
     data: DataRequest | None = None,
-    timeout: float = 120.0,
+    timeout: float | None = 120.0,
     *,
     resume: bool = False,
+    progress: bool = False,
     wrap_server: Callable[[ServerTransport], ServerTransport] | None = None,
 ) -> Path:
     """Run ``config`` with one thread per party; re-raise the first party's failure.
@@ -53,7 +54,7 @@ def run_in_threads(
             transport = ZmqServerTransport(address, max_bytes=config.max_bytes, send_timeout=config.timeout)
             if wrap_server is not None:
                 transport = wrap_server(transport)
-            result["summary"] = serve(config, address, out, progress=False, resume=resume, transport=transport)
+            result["summary"] = serve(config, address, out, progress=progress, resume=resume, transport=transport)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
 
@@ -81,7 +82,7 @@ def run_in_threads(
     for t in threads[1:]:
         t.start()
     for t in threads:
-        t.join(timeout)
+        t.join(timeout)  # None: as long as the run takes (each party still gives up on a silent peer)
         if t.is_alive():
             raise TimeoutError(f"a party of the in-process run did not finish within {timeout} s")
     if errors:

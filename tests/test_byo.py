@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from splitfed import registry
 from splitfed.checks import check_run
 from splitfed.config import RunConfig
@@ -28,7 +29,8 @@ from torch import nn
 
 def tiny(shape, n_classes):
     c, h, w = shape
-    return [nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU()), nn.Sequential(nn.Flatten(), nn.Linear(8 * h * w, n_classes))]
+    features = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU())
+    return [features, nn.Sequential(nn.Flatten(), nn.Linear(8 * h * w, n_classes))]
 
 tiny.default_cut = 1
 
@@ -213,4 +215,3 @@ def test_an_unsplit_factory_model_equals_sflv1_with_one_client(user_code: Path, 
     central = json.loads(run_in_threads(base.replace(protocol="centralized"), tmp_path / "central").read_text())
     assert split["train_loss"] == pytest.approx(central["train_loss"], abs=1e-5)
     assert split["test_accuracy"] == central["test_accuracy"]
-

@@ -112,9 +112,9 @@ class StandardAugment:
         contrast = uniform(*self.contrast)
         # output pixel -> input pixel: scale and rotate about the centre, mirror x, then shift
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack(
-            [torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1
-        ).to(x.dtype)
+        theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1).to(
+            x.dtype
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
