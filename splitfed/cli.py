@@ -226,6 +226,32 @@ def _cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from splitfed.evaluate import evaluate_run
+    from splitfed.runtime.server import resolve_device
+
+    resolve_device(args.device)
+    report = evaluate_run(args.run, data=args.data, checkpoint=args.checkpoint, out=args.out, device=args.device)
+    out = args.out or args.run / "evaluation"
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"{report['protocol']} round {report['round']}, {report['data']}: accuracy {report['accuracy']:.4f}  "
+        f"macro-F1 {report['macro_f1']:.4f}  loss {report['loss']:.4f}",
+        file=sys.stderr,
+    )
+    width = max(len(c) for c in report["classes"])
+    print(f"{'class':{width}s}  precision  recall     f1  support", file=sys.stderr)
+    for name, row in report["per_class"].items():
+        print(
+            f"{name:{width}s}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  {row['support']:7d}",
+            file=sys.stderr,
+        )
+    print(out / "evaluation.json")
+    return 0
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
@@ -274,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             "client": _cmd_client,
             "bench": _cmd_bench,
             "preprocess": _cmd_preprocess,
+            "evaluate": _cmd_evaluate,
         }
         return commands[args.command](args)
     except SplitFedError as exc:

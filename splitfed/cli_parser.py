@@ -327,6 +327,31 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--name", default="server", help="without --clients: the file name stem of the one pair (default %(default)s)"
     )
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="test a trained run's model: accuracy, macro-F1, per-class precision/recall, confusion matrix",
+        description="Rebuild the model of the run folder RUN from its config.json and checkpoint, and test it on "
+        "the run's own held-out test rows (or on every row of --data). Writes evaluation.json and confusion.png "
+        "into RUN/evaluation/ (or --out). Works for every protocol whose run folder holds the whole model "
+        "(sflv1, sflv2, sl, fedavg, centralized, fedsl); a pyvertical run keeps its heads with their owners.",
+    )
+    ev.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="test on every row of this dataset instead (a folder or an import path, with the run's classes "
+        "and input shape) (default: the run's held-out test rows)",
+    )
+    ev.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the weights to test (default RUN/checkpoint.pt, the last checkpointed round)",
+    )
+    ev.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/evaluation/)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
+    ev.add_argument("--json", action="store_true", help="print evaluation.json instead of a table")
+
     sub.add_parser("protocols", help="list the available protocols")
     return parser
 
