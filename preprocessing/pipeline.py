@@ -77,6 +77,8 @@ class Report:
     seconds: float = 0.0
     model_route: str = ""
     model_sha256: str = ""
+    #: how every crop was made, so that `splitfed predict` crops new photos the same way
+    crop: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- listing
@@ -206,6 +208,7 @@ def run(src: Path, dst: Path, options: Options) -> Report:
             todo.append(it)
     short, full = resolve_models(options.face_model)
     report = Report(kept_from_before=len(kept), excluded=excluded, model_route=short.route, model_sha256=short.sha256)
+    report.crop = crop_record(options.spec, options.color)
     results = _map(todo, dst, options, str(short.path), str(full.path) if full else None)
     rows, missed = list(kept), []
     for res in results:
@@ -230,6 +233,15 @@ def run(src: Path, dst: Path, options: Options) -> Report:
     if rows:
         contact_sheet(dst, rows, dst / "contact_sheet.png")
     return report
+
+
+def crop_record(spec: CropSpec, color: bool) -> dict[str, Any]:
+    return {"height": spec.out_h, "width": spec.out_w, "box_width": spec.width, "up": spec.up, "color": color}
+
+
+def crop_from_record(record: dict[str, Any]) -> tuple[CropSpec, bool]:
+    spec = CropSpec(out_h=int(record["height"]), out_w=int(record["width"]), width=record["box_width"], up=record["up"])
+    return spec, bool(record["color"])
 
 
 def _map(todo: list[Item], dst: Path, options: Options, short: str, full: str | None) -> Iterable[dict[str, Any]]:

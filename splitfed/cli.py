@@ -252,6 +252,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from splitfed.predict import predict_photos, require_some
+    from splitfed.runtime.server import resolve_device
+
+    resolve_device(args.device)
+    predictions = predict_photos(args.run, args.photos, checkpoint=args.checkpoint, device=args.device)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    for p in predictions:
+        if p.error:
+            print(f"error: {p.photo}: {p.error}", file=sys.stderr)
+        elif not args.json:
+            others = ", ".join(f"{name} {prob:.3f}" for name, prob in list(p.probabilities.items())[1:])
+            print(f"{p.photo}: {p.label} {p.probabilities[p.label]:.3f}  ({others})")
+    require_some(predictions)
+    return 1 if any(p.error for p in predictions) else 0
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
@@ -301,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _cmd_bench,
             "preprocess": _cmd_preprocess,
             "evaluate": _cmd_evaluate,
+            "predict": _cmd_predict,
         }
         return commands[args.command](args)
     except SplitFedError as exc:

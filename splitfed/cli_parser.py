@@ -352,6 +352,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     ev.add_argument("--json", action="store_true", help="print evaluation.json instead of a table")
 
+    pr = sub.add_parser(
+        "predict",
+        help="the emotion in face photos: crop each eye region as the training data was, then classify",
+        description="Find the face in each photo, level the eyes and crop the eye region exactly as `splitfed "
+        "preprocess` cropped the run's training data (its settings are read from the data folder's report.json), "
+        "then classify the crop with the run's model. Prints each photo's predicted class and the class "
+        "probabilities. A photo without a detectable face is refused by name; the exit status is 1 if any was.",
+    )
+    pr.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
+    pr.add_argument("photos", type=Path, nargs="+", metavar="PHOTO", help="face photos (JPG, PNG, ...)")
+    pr.add_argument("--checkpoint", type=Path, default=None, help="the weights to use (default RUN/checkpoint.pt)")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
+    pr.add_argument("--json", action="store_true", help="print one JSON list of the predictions")
+
     sub.add_parser("protocols", help="list the available protocols")
     return parser
 

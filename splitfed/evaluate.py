@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +47,9 @@ def evaluate_run(
     run's classes and input shape.
     """
     run = Path(run)
-    facts = _facts(run)
-    config = RunConfig.from_file(run / "config.json")
-    path = Path(checkpoint) if checkpoint is not None else run / "checkpoint.pt"
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: the run kept no checkpoint (was --checkpoint-every 0?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, and weights only all the same
-    classes, shape = list(facts["classes"]), tuple(facts["input_shape"])
-    predict = _predictor(config, facts, state, classes, shape, torch.device(device))
-    x, y, source = _rows(config, data, classes, shape)
+    model = load_model(run, checkpoint=checkpoint, device=device)
+    config, classes, predict, path = model.config, model.classes, model.predict, model.checkpoint
+    x, y, source = _rows(config, data, classes, model.shape)
     tally = Tally(len(classes))
     with torch.no_grad():
         for start in range(0, len(y), BATCH):
@@ -65,7 +61,7 @@ def evaluate_run(
         run=str(run),
         protocol=config.protocol,
         checkpoint=str(path),
-        round=state.get("round"),
+        round=model.round,
         data=source,
         rows=len(y),
     )
@@ -74,11 +70,37 @@ def evaluate_run(
     try:
         from splitfed.plots import plot_confusion
 
-        title = f"{config.protocol}, round {state.get('round')}: accuracy {report['accuracy']:.3f} on {len(y)} rows"
+        title = f"{config.protocol}, round {model.round}: accuracy {report['accuracy']:.3f} on {len(y)} rows"
         plot_confusion(np.asarray(report["confusion"]), classes, out / "confusion.png", title=title)
     except Exception as exc:  # the figures are written; a plot must not hide them
         log.warning("could not draw confusion.png: %s", exc)
     return report
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A run's model, rebuilt: ``predict`` maps a batch of inputs to logits."""
+
+    config: RunConfig
+    classes: list[str]
+    shape: tuple[int, ...]
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    checkpoint: Path
+    round: int | None
+
+
+def load_model(run: Path, *, checkpoint: Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Rebuild the model of run folder ``run`` from its config.json and checkpoint (default the last)."""
+    run = Path(run)
+    facts = _facts(run)
+    config = RunConfig.from_file(run / "config.json")
+    path = Path(checkpoint) if checkpoint is not None else run / "checkpoint.pt"
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: the run kept no checkpoint (was --checkpoint-every 0?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, and weights only all the same
+    classes, shape = list(facts["classes"]), tuple(facts["input_shape"])
+    predict = _predictor(config, facts, state, classes, shape, torch.device(device))
+    return LoadedModel(config, classes, shape, predict, path, state.get("round"))
 
 
 def _facts(run: Path) -> dict[str, Any]:
