@@ -340,4 +340,5 @@ SPEC = ProtocolSpec(
     defaults={"lr": 3e-3},
     validate=_validate,
     augments=False,
+    uses_model=False,
 )

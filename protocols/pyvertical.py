@@ -269,4 +269,5 @@ SPEC = ProtocolSpec(
     options=lambda args: {"overlap": args.overlap, "labels": args.labels},
     validate=_validate,
     augments=False,
+    uses_model=False,
 )

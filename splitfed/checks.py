@@ -28,7 +28,17 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
             f"--augment {config.augment}: in {spec.name} each client holds only part of every example, "
             "which cannot be augmented on its own; use --augment none"
         )
+    if not spec.uses_model and config.model != "cnn":
+        raise ConfigError(
+            f"--model {config.model}: {spec.name} builds its own networks (see `splitfed run {spec.name} --help`); "
+            "--model does not apply to it"
+        )
     index = load_index(config.data) if with_data else None
+    if index is not None and not spec.uses_model and len(index.shape) != 3:
+        raise ConfigError(
+            f"{spec.name} splits images (channels, height, width), but {config.data} holds examples of shape "
+            f"{tuple(index.shape)}; use sflv1, sflv2, sl, fedavg or centralized with a model of your own"
+        )
     if index is not None and spec.augments:
         make_augment(config.augment, index.kind, index.shape)
     if spec.validate is not None:

@@ -135,6 +135,9 @@ class ProtocolSpec:
     #: False where a client holds part of each example (feature bands, sequence segments):
     #: augmenting parts on their own would break the examples, so --augment is refused
     augments: bool = True
+    #: False where the protocol builds its own networks from images (FedSL's recurrent segments,
+    #: PyVertical's band heads): --model does not apply, and the data must be images
+    uses_model: bool = True
     #: checks the protocol's own rules before any process starts; raises ConfigError/DataError.
     #: Given the config and the dataset's index (None where the caller holds no data, as a
     #: remote server). Without it the runtime checks the split model's cut and the partition.

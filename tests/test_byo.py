@@ -215,3 +215,11 @@ def test_an_unsplit_factory_model_equals_sflv1_with_one_client(user_code: Path, 
     central = json.loads(run_in_threads(base.replace(protocol="centralized"), tmp_path / "central").read_text())
     assert split["train_loss"] == pytest.approx(central["train_loss"], abs=1e-5)
     assert split["test_accuracy"] == central["test_accuracy"]
+
+
+@pytest.mark.parametrize("protocol", ["fedsl", "pyvertical"])
+def test_protocols_with_networks_of_their_own_refuse_a_model_and_tables(protocol: str) -> None:
+    with pytest.raises(ConfigError, match="builds its own networks"):
+        check_run(RunConfig(protocol=protocol, model=MOBILENET), registry.get(protocol))
+    with pytest.raises(ConfigError, match=rf"{protocol} splits images .* shape \(30,\)"):
+        check_run(RunConfig(protocol=protocol, data=f"{TABULAR}:breast_cancer"), registry.get(protocol))
