@@ -167,7 +167,7 @@ class FedSLClient(ClientRole):
         meta: dict[str, Any] = {}
         if self.is_last:
             y = self.train_y[rows].to(self.device)
-            loss, meta = loss_with_counts(self.head(state_out[0][-1]), y)
+            loss, meta = loss_with_counts(self.head(state_out[0][-1]), y, self.config.label_smoothing)
             loss.backward()
         else:
             reply = link.request(

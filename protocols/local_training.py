@@ -39,7 +39,7 @@ def train_local(
             x, y = shard.train_batch(rows, seed=config.seed, client=client, round=round, epoch=epoch, step=step)
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

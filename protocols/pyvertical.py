@@ -41,12 +41,16 @@ from .split_steps import from_wire, to_wire
 
 
 def top_step(
-    top: torch.nn.Module, opt: torch.optim.Optimizer, parts: list[torch.Tensor], labels: torch.Tensor
+    top: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    parts: list[torch.Tensor],
+    labels: torch.Tensor,
+    smoothing: float = 0.0,
 ) -> tuple[list[torch.Tensor], torch.Tensor, float]:
     """Concatenate the heads' outputs, step the top; return each head **its own** gradient slice."""
     cut = torch.cat(parts, dim=1).detach().requires_grad_(True)
     logits = top(cut)
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -168,7 +172,7 @@ class VerticalServer(ServerRole):
                 grads = self._loss_remote(link, parts, tally, train)
             elif train:
                 labels = self.y["train"][rows].to(self.device)
-                grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels)
+                grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels, self.config.label_smoothing)
                 tally.add(logits, labels, loss_sum)
             else:
                 labels = self.y["eval"][rows].to(self.device)

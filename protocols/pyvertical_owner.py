@@ -119,7 +119,7 @@ class VerticalOwner(ClientRole):
         if not train:  # the test tally leaves only once, with eval_done: no per-batch label mix
             self.eval_tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
             return link.request(Message("gradient"), expect=("eval_result",))
-        loss, meta = loss_with_counts(logits, y)
+        loss, meta = loss_with_counts(logits, y, self.config.label_smoothing)
         loss.backward()
         return link.request(Message("gradient", meta=meta, tensors={"grad": logits.grad}), expect=("gradient",))
 

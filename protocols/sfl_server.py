@@ -64,7 +64,9 @@ class SFLServerBase(ServerRole):
         key = self.half_for(peer)
         acts = from_wire(msg.tensors["acts"], self.device)
         labels = msg.tensors["labels"].to(self.device)
-        grad, logits, loss_sum = server_step(self.halves[key], self.opts[key], acts, labels)
+        grad, logits, loss_sum = server_step(
+            self.halves[key], self.opts[key], acts, labels, self.config.label_smoothing
+        )
         correct = tally.add(logits, labels, loss_sum)
         reply = Message(
             "gradient",

@@ -20,12 +20,14 @@ def from_wire(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def server_step(
-    half: nn.Module, opt: torch.optim.Optimizer, acts: torch.Tensor, labels: torch.Tensor
+    half: nn.Module, opt: torch.optim.Optimizer, acts: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Forward the server half, step its optimizer; return (grad at the cut, logits, loss sum)."""
+    """Forward the server half, step its optimizer; return (grad at the cut, logits, loss sum).
+
+    ``smoothing`` is ``--label-smoothing``: the training loss only (test losses never smooth)."""
     acts = acts.detach().requires_grad_(True)
     logits = half(acts)
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -46,9 +48,11 @@ def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def loss_with_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float | int]]:
+def loss_with_counts(
+    logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float | int]]:
     """Mean cross-entropy (to backpropagate) and the sums a label holder reports: loss, correct, count."""
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     counts = {
         "loss_sum": finite_loss(float(loss.detach())) * len(labels),
         "correct": int((logits.detach().argmax(1) == labels).sum()),

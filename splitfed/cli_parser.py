@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitfed import __version__, registry
-from splitfed.config import OPTIMIZERS, WIRE_DTYPES, RunConfig
+from splitfed.config import OPTIMIZERS, SCHEDULES, WIRE_DTYPES, RunConfig
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
@@ -40,7 +40,39 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="optimizer of every model half; its state persists across batches and rounds (default %(default)s)",
     )
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default %(default)s)")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay: decoupled with adamw (default 0.01), L2 with adam and sgd (default 0)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help="learning rate by round, for every optimizer of the run alike: none (constant --lr), cosine (half a "
+        "cosine from --lr to 0 at the last round) or step (x0.1 after half and after three quarters of the rounds) "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--warmup",
+        type=int,
+        default=d.warmup,
+        help="rounds of linear warmup (lr * round / warmup) before the schedule (default %(default)s)",
+    )
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="label smoothing of the training loss, 0 to <1 (test loss is never smoothed) (default %(default)s)",
+    )
+    g.add_argument(
+        "--clip-grad",
+        type=float,
+        default=d.clip_grad,
+        help="clip the gradient norm of each optimizer's parameters to this before it steps; 0 = off "
+        "(default %(default)s)",
+    )
     g.add_argument(
         "--model",
         default=d.model,

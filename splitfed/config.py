@@ -10,6 +10,7 @@ from typing import Any
 from splitfed.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "step")
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 
@@ -26,7 +27,11 @@ class RunConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: 0.01 for adamw (its usual decoupled decay), 0 for adam and sgd
+    schedule: str = "none"  # learning rate by round: none, cosine or step
+    warmup: int = 0  # rounds of linear warmup before the schedule
+    label_smoothing: float = 0.0
+    clip_grad: float = 0.0  # largest gradient norm per optimizer step; 0 = no clipping
     model: str = "cnn"
     cut: int | None = None
     seed: int = 0
@@ -62,6 +67,18 @@ class RunConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.weight_decay is None:
+            object.__setattr__(self, "weight_decay", 0.01 if self.optimizer == "adamw" else 0.0)
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if not isinstance(self.warmup, int) or not 0 <= self.warmup < max(self.epochs, 1) + 1:
+            raise ConfigError(f"--warmup must be a whole number of rounds from 0 to --epochs, got {self.warmup!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.clip_grad < 0:
+            raise ConfigError(f"--clip-grad must be >= 0 (0 = off), got {self.clip_grad}")
         if self.wire_dtype not in WIRE_DTYPES:
             raise ConfigError(f"--wire-dtype {self.wire_dtype!r} is not one of {WIRE_DTYPES}")
         if self.device.split(":")[0] not in DEVICES:
@@ -123,6 +140,10 @@ TRAINING_FIELDS = (
     "optimizer",
     "momentum",
     "weight_decay",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "clip_grad",
     "model",
     "cut",
     "seed",

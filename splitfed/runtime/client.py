@@ -13,6 +13,7 @@ from splitfed import __version__, registry
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
+from splitfed.optim import follow_recipe, start_round
 from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.runtime.server import resolve_device, set_threads
 from splitfed.transport.base import ClientTransport
@@ -58,6 +59,7 @@ def run_client(
         log.info("%s is client %d of %d in a %s run", name, assignment.index, assignment.clients, config.protocol)
         role = registry.get(config.protocol).client(assignment, data, resolve_device(device), name)
         role.setup(link)
+        follow_recipe(role, config)
         start = int(welcome.meta.get("start_round", 1))
         if start > 1:
             restore_state(role, state_dir, name, start - 1)
@@ -65,6 +67,7 @@ def run_client(
         while True:
             rnd += 1
             link.round = rnd
+            start_round(role, config, rnd)
             role.train_round(link, rnd)
             role.evaluate(link, rnd)
             answer = link.receive(expect=("ack", "done"))

@@ -15,6 +15,7 @@ import torch
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
+from splitfed.optim import follow_recipe, start_round
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.base import ServerTransport
@@ -179,6 +180,7 @@ class _ServerRun:
         ckpt = self.checkpoint
         self.role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
         facts = self.role.setup(link)
+        follow_recipe(self.role, config)
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
@@ -187,9 +189,10 @@ class _ServerRun:
         config, link, writer, role = self.config, self.link, self.writer, self.role
         link.round = rnd
         t0 = time.monotonic()
+        lr = start_round(role, config, rnd)
         train = role.train_round(link, rnd)
         test = role.evaluate(link, rnd)
-        row = _metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before)
+        row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.append_metrics(row)
         self.state.update(rounds_done=rnd, last_test=test, last_train=train)
