@@ -92,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "(or delete the folder)"
             )
     from splitfed.checks import check_run
-    from splitfed.runtime.server import resolve_device
+    from splitfed.devices import resolve_device
 
     # Everything that can fail is checked here, before any process starts or any file is written.
     resolve_device(config.device)
@@ -145,7 +145,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
     out = args.out or default_out(config.protocol)
     from splitfed.checks import check_run
-    from splitfed.runtime.server import check_out_folder, resolve_device
+    from splitfed.devices import resolve_device
+    from splitfed.runtime.server import check_out_folder
     from splitfed.transport.security import CurveServer, require_server_security
 
     resolve_device(config.device)

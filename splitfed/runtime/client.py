@@ -11,10 +11,10 @@ import torch
 
 from splitfed import __version__, registry
 from splitfed.config import RunConfig
+from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.protocol import Assignment, ClientRole, DataRequest
-from splitfed.runtime.server import resolve_device, set_threads
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
 from splitfed.transport.security import CurveClient

@@ -14,6 +14,7 @@ import torch
 
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
+from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
@@ -29,19 +30,6 @@ log = logging.getLogger(__name__)
 def natural_key(name: str) -> list[Any]:
     """client-2 before client-10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(name)
-
-
-def set_threads(threads: int, processes: int) -> None:
-    import os
-
-    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
-    torch.set_num_threads(n)
 
 
 def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) -> None:
