@@ -20,8 +20,8 @@ from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
+from splitfed.transport.schemes import server_transport
 from splitfed.transport.security import CurveServer
-from splitfed.transport.zeromq import ZmqServerTransport
 from splitfed.wire import Message
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ def serve(
 ) -> Path:
     """Run the server side of a whole run; return the path of summary.json.
 
-    ``transport`` replaces the ZeroMQ socket bound at ``address`` (tests wrap it to drop
-    or delay messages).
+    The transport is chosen by the scheme of ``address`` (tcp://, ipc://, inproc://,
+    memory://); ``transport`` replaces it (tests wrap it to drop or delay messages).
     """
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
@@ -94,7 +94,7 @@ def serve(
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
     writer.write_config(config.to_dict())
-    transport = transport or ZmqServerTransport(
+    transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
     link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
@@ -103,7 +103,7 @@ def serve(
         config.protocol,
         transport.address,
         config.clients,
-        " (CurveZMQ encrypted)" if curve else "",
+        " (encrypted)" if curve else "",
     )
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 
