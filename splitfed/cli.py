@@ -147,8 +147,10 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from splitfed.checks import check_run
     from splitfed.devices import resolve_device
     from splitfed.runtime.server import check_out_folder
+    from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveServer, require_server_security
 
+    check_between_processes(args.address, "--address")
     resolve_device(config.device)
     check_run(config, registry.get(config.protocol), with_data=False)  # the data is with the clients
     check_out_folder(out, args.resume)
@@ -215,8 +217,10 @@ def _cmd_client(args: argparse.Namespace) -> int:
         seed=args.data_seed,
         shard=args.shard,
     )
+    from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveClient, require_client_security
 
+    check_between_processes(args.server, "--server")
     if args.curve_secret is not None and args.server_key is None:
         raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
     if args.state_dir is not None and args.name is None:

@@ -19,10 +19,7 @@ from splitfed.protocol import DataRequest
 from splitfed.runtime.client import run_client
 from splitfed.runtime.server import serve
 from splitfed.transport.base import ServerTransport
-from splitfed.transport.schemes import server_transport
-
-#: transports that work between threads of one process
-IN_PROCESS = ("memory", "inproc")
+from splitfed.transport.schemes import one_process_schemes, server_transport
 
 
 def run_in_threads(
@@ -41,8 +38,8 @@ def run_in_threads(
     wraps the server's transport (a test that drops or delays messages). ``transport``:
     ``memory`` (the in-process double) or ``inproc`` (ZeroMQ between threads).
     """
-    if transport not in IN_PROCESS:
-        raise ConfigError(f"transport {transport!r}: a run in threads uses one of {', '.join(IN_PROCESS)}")
+    if transport not in one_process_schemes():
+        raise ConfigError(f"transport {transport!r}: a run in threads uses one of {', '.join(one_process_schemes())}")
     address = f"{transport}://splitfed-{uuid.uuid4().hex}"
     data = data or DataRequest(
         source=config.data,

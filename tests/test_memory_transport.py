@@ -204,3 +204,18 @@ def test_the_links_reject_strangers_and_name_a_silent_member(server) -> None:
         stranger.receive()
     member.close()
     stranger.close()
+
+
+def test_memory_and_inproc_carry_the_same_run(tmp_path) -> None:
+    """The double moves what ZeroMQ moves: same figures, same bytes, message for message."""
+    import json
+
+    from splitfed.config import RunConfig
+    from splitfed.testing import run_in_threads
+
+    config = RunConfig(protocol="sflv1", clients=2, epochs=1, seed=3, timeout=30)
+    runs = {t: json.loads(run_in_threads(config, tmp_path / t, transport=t).read_text()) for t in ("memory", "inproc")}
+    for key in ("test_loss", "train_loss", "bytes_sent", "bytes_received", "bytes_by_client"):
+        assert runs["memory"][key] == runs["inproc"][key], key
+    with pytest.raises(ConfigError, match="memory"):
+        run_in_threads(config, tmp_path / "tcp", transport="tcp")

@@ -18,15 +18,40 @@ ServerFactory = Callable[..., ServerTransport]  # (address, *, max_bytes, curve,
 ClientFactory = Callable[..., ClientTransport]  # (address, name, *, max_bytes, connect_timeout, curve)
 
 _schemes: dict[str, tuple[ServerFactory, ClientFactory]] = {}
+_one_process: set[str] = set()
 
 
-def register_scheme(scheme: str, server_cls: ServerFactory, client_cls: ClientFactory) -> None:
-    """Addresses ``scheme://...`` get these two classes (a later registration replaces an earlier one)."""
-    _schemes[scheme.removesuffix("://")] = (server_cls, client_cls)
+def register_scheme(
+    scheme: str, server_cls: ServerFactory, client_cls: ClientFactory, *, one_process: bool = False
+) -> None:
+    """Addresses ``scheme://...`` get these two classes (a later registration replaces an earlier one).
+
+    ``one_process``: the server and its clients must live in one process (threads).
+    """
+    scheme = scheme.removesuffix("://")
+    _schemes[scheme] = (server_cls, client_cls)
+    (_one_process.add if one_process else _one_process.discard)(scheme)
 
 
 def known_schemes() -> list[str]:
     return [f"{s}://" for s in sorted(_schemes)]
+
+
+def one_process_schemes() -> list[str]:
+    """Schemes (without ``://``) that join parties within one process only."""
+    return sorted(_one_process)
+
+
+def check_between_processes(address: str, flag: str) -> None:
+    """Before a server or client process starts: refuse an unknown scheme, or one no other process can reach."""
+    _classes(address)
+    scheme = address.partition("://")[0]
+    if scheme in _one_process:
+        raise ConfigError(
+            f"{flag} {address}: {scheme}:// joins parties within one process only (tests, notebooks: "
+            "splitfed.testing.run_in_threads); a splitfed server and its clients are separate processes: "
+            "use tcp://HOST:PORT or ipc://PATH"
+        )
 
 
 def _classes(address: str) -> tuple[ServerFactory, ClientFactory]:
@@ -52,5 +77,5 @@ def client_transport(
 
 
 for _scheme in ("tcp", "ipc", "inproc"):
-    register_scheme(_scheme, ZmqServerTransport, ZmqClientTransport)
-register_scheme("memory", MemoryServerTransport, MemoryClientTransport)
+    register_scheme(_scheme, ZmqServerTransport, ZmqClientTransport, one_process=_scheme == "inproc")
+register_scheme("memory", MemoryServerTransport, MemoryClientTransport, one_process=True)
