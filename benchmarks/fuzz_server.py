@@ -3,7 +3,7 @@
     python benchmarks/fuzz_server.py [--epochs 40] [--seed 0] [--pause 0.0005]
 
 From the end of the join to the end of the run, a stranger socket sends malformed and
-hostile messages (see ``splitfed.testing.Stranger``). Prints messages sent and rejected,
+hostile messages (see ``splitfed.fuzzing.Stranger``). Prints messages sent and rejected,
 crashes (a failed run), whether the final figures equal those of the same run without the
 attack, and the server's peak memory with and without it. Not a test: the bounded,
 seeded version is ``tests/test_link.py::test_a_fuzzed_server_finishes_the_run_with_the_same_figures``.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from splitfed.testing import run_with_strangers
+from splitfed.fuzzing import run_with_strangers
 
 FIGURES = ("test_loss", "test_accuracy", "train_loss", "train_accuracy", "test_macro_f1")
 

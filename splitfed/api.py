@@ -181,7 +181,8 @@ def prepare(config: RunConfig, out: Path, *, resume: bool) -> None:
     """Everything that can fail, checked before any process starts or any file is written."""
     from splitfed import registry
     from splitfed.checks import check_run
-    from splitfed.runtime.server import load_checkpoint, resolve_device
+    from splitfed.devices import resolve_device
+    from splitfed.runtime.server import load_checkpoint
 
     spec = registry.get(config.protocol)
     if resume:

@@ -136,9 +136,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
     out = args.out or default_out(config.protocol)
     from splitfed.checks import check_run
-    from splitfed.runtime.server import check_out_folder, resolve_device
+    from splitfed.devices import resolve_device
+    from splitfed.runtime.server import check_out_folder
+    from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveServer, require_server_security
 
+    check_between_processes(args.address, "--address")
     resolve_device(config.device)
     check_run(config, registry.get(config.protocol), with_data=False)  # the data is with the clients
     check_out_folder(out, args.resume)
@@ -205,8 +208,10 @@ def _cmd_client(args: argparse.Namespace) -> int:
         seed=args.data_seed,
         shard=args.shard,
     )
+    from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveClient, require_client_security
 
+    check_between_processes(args.server, "--server")
     if args.curve_secret is not None and args.server_key is None:
         raise SplitFedError("--curve-secret needs --server-key: give the server's public NAME.key file")
     if args.state_dir is not None and args.name is None:
@@ -231,8 +236,8 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from splitfed.devices import resolve_device
     from splitfed.evaluate import evaluate_run
-    from splitfed.runtime.server import resolve_device
 
     resolve_device(args.device)
     report = evaluate_run(args.run, data=args.data, checkpoint=args.checkpoint, out=args.out, device=args.device)
@@ -257,8 +262,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from splitfed.devices import resolve_device
     from splitfed.predict import predict_photos, require_some
-    from splitfed.runtime.server import resolve_device
 
     resolve_device(args.device)
     predictions = predict_photos(args.run, args.photos, checkpoint=args.checkpoint, device=args.device)

@@ -143,6 +143,19 @@ def test_a_used_run_folder_is_refused_unless_resumed(splitfed_cmd, tmp_path: Pat
     assert server.returncode == 1 and "already holds a run" in server.stderr, server.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["server", "sflv1", "--address", "memory://x"], "within one process only"),
+        (["client", "--server", "udp://127.0.0.1:5"], "use one of inproc://, ipc://, memory://, tcp://"),
+    ],
+)
+def test_an_address_no_process_can_reach_is_refused(splitfed_cmd, tmp_path: Path, args: list[str], says: str) -> None:
+    res = subprocess.run([*splitfed_cmd, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 1 and says in res.stderr, res.stderr
+    assert not list(tmp_path.iterdir())  # refused before any run folder was made
+
+
 def test_a_client_with_a_state_dir_must_be_named(splitfed_cmd, tmp_path: Path) -> None:
     """Its state is found by its name when the run resumes; the default name changes with every start."""
     res = subprocess.run(

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from splitfed.config import RunConfig
-from splitfed.testing import run_in_threads, run_with_strangers
+from splitfed.fuzzing import run_with_strangers
+from splitfed.testing import run_in_threads
 from splitfed.transport.base import Frames, ServerTransport
 
 

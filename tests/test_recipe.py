@@ -60,9 +60,8 @@ def test_smoothing_and_the_schedule_keep_one_client_equal_to_centralised(tmp_pat
 
 def test_clipping_bounds_every_step_of_every_half(tmp_path: Path) -> None:
     """Plain SGD with lr 1 and --clip-grad c moves each half by at most c per step."""
-    from splitfed.models import build_model, split_model
-
     from splitfed.data.shards import client_shard
+    from splitfed.models import build_model, split_model
 
     clip = 1e-3
     steps = max(-(-len(client_shard("digits", clients=2, client=i).train_y) // 256) for i in range(2))

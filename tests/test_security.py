@@ -181,6 +181,7 @@ def test_allow_list_admits_only_listed_clients(splitfed_cmd, start_server, tmp_p
         ("tcp://[::1]:5555", True),
         ("ipc:///tmp/x.sock", True),
         ("inproc://x", True),
+        ("memory://x", True),
         ("tcp://0.0.0.0:5555", False),
         ("tcp://*:5555", False),
         ("tcp://10.0.0.5:5555", False),

@@ -11,15 +11,15 @@ import torch
 
 from splitfed import __version__, registry
 from splitfed.config import RunConfig
+from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.protocol import Assignment, ClientRole, DataRequest
-from splitfed.runtime.server import resolve_device, set_threads
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
+from splitfed.transport.schemes import client_transport
 from splitfed.transport.security import CurveClient
-from splitfed.transport.zeromq import ZmqClientTransport
 from splitfed.wire import DEFAULT_MAX_BYTES, Message
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def run_client(
     state, and a PyVertical owner's head) at every checkpointed round, so that a resumed
     run continues exactly.
     """
-    transport = transport or ZmqClientTransport(
+    transport = transport or client_transport(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
     link = ClientLink(transport, timeout=timeout)

@@ -86,7 +86,7 @@ def launch(
 ) -> Path:
     """Run a whole local run; return the path of summary.json. Raises PartyFailedError.
 
-    With ``encrypt``, a fresh CurveZMQ key pair for the server is written to ``out/keys``
+    With ``encrypt``, a fresh CURVE key pair for the server is written to ``out/keys``
     and every connection is encrypted, as between machines. With ``resume``, the server
     continues the run in ``out`` from its checkpoint.
     """

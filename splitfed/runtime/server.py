@@ -14,14 +14,15 @@ import torch
 
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
+from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.optim import follow_recipe, start_round
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
+from splitfed.transport.schemes import server_transport
 from splitfed.transport.security import CurveServer
-from splitfed.transport.zeromq import ZmqServerTransport
 from splitfed.wire import Message
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,6 @@ log = logging.getLogger(__name__)
 def natural_key(name: str) -> list[Any]:
     """client-2 before client-10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(name)
-
-
-def set_threads(threads: int, processes: int) -> None:
-    import os
-
-    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
-    torch.set_num_threads(n)
 
 
 def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) -> None:
@@ -97,8 +85,8 @@ def serve(
 ) -> Path:
     """Run the server side of a whole run; return the path of summary.json.
 
-    ``transport`` replaces the ZeroMQ socket bound at ``address`` (tests wrap it to drop
-    or delay messages).
+    The transport is chosen by the scheme of ``address`` (tcp://, ipc://, inproc://,
+    memory://); ``transport`` replaces it (tests wrap it to drop or delay messages).
     """
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
@@ -107,7 +95,7 @@ def serve(
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
     writer.write_config(config.to_dict())
-    transport = transport or ZmqServerTransport(
+    transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
     link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
@@ -116,7 +104,7 @@ def serve(
         config.protocol,
         transport.address,
         config.clients,
-        " (CurveZMQ encrypted)" if curve else "",
+        " (encrypted)" if curve else "",
     )
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 

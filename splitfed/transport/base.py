@@ -6,7 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from splitfed.wire import DEFAULT_MAX_TENSORS
+
 Frames = Sequence[Any]  # bytes, memoryview or zmq.Frame: anything with the buffer protocol
+#: frames kept of one message; the decoder rejects more (the header frame + its tensor cap)
+MAX_FRAMES = DEFAULT_MAX_TENSORS + 1
 
 
 class ServerTransport(ABC):

@@ -1,7 +1,7 @@
 """Message-level links: codec + transport + byte counters + liveness.
 
 Protocols talk only to these two classes. Every message is encoded and decoded,
-whatever the transport underneath (tcp, ipc or inproc), so the codec is always
+whatever the transport underneath (tcp, ipc, inproc or memory), so the codec is always
 exercised. Rules:
 
 * every client message is a request that gets exactly one reply, except ``wait``: a

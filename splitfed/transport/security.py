@@ -33,7 +33,7 @@ from zmq.utils import z85
 
 from splitfed.errors import ConfigError
 
-LOCAL_SCHEMES = ("ipc://", "inproc://")
+LOCAL_SCHEMES = ("ipc://", "inproc://", "memory://")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class CurveClient:
 
 
 def is_local(address: str) -> bool:
-    """True for addresses only this machine can reach: ipc://, inproc://, tcp on a loopback IP or ``localhost``.
+    """True for addresses only this machine can reach: ipc://, inproc://, memory://, tcp on a loopback IP
+    or ``localhost``.
 
     Other host names count as remote even when they resolve to loopback now: ZeroMQ
     resolves them again at every (re)connect, and the answer may change.

@@ -16,9 +16,9 @@ from typing import Any
 import zmq
 
 from splitfed.errors import PeerLostError, TransportError
-from splitfed.transport.base import ClientTransport, Frames, ServerTransport
+from splitfed.transport.base import MAX_FRAMES, ClientTransport, Frames, ServerTransport
 from splitfed.transport.security import CurveClient, CurveServer, secure_client, secure_server
-from splitfed.wire import DEFAULT_MAX_TENSORS, Message, encode
+from splitfed.wire import Message, encode
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ ZERO_COPY_MIN = 64 * 1024
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 SCHEMES = ("tcp://", "ipc://", "inproc://")
-#: frames kept of one message; the decoder rejects more (the header frame + its tensor cap)
-MAX_FRAMES = DEFAULT_MAX_TENSORS + 1
 
 
 def check_address(address: str) -> str:
