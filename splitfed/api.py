@@ -213,7 +213,7 @@ def run_config(
     if in_process:
         if encrypt:
             raise ConfigError("encrypt=True needs processes: in one process no message crosses a network")
-        from splitfed.testing import run_in_threads
+        from splitfed.runtime.threads import run_in_threads
 
         return run_in_threads(config, out, resume=resume, timeout=None, progress=not quiet)
     from splitfed.runtime.launcher import launch

@@ -1,7 +1,7 @@
 """Seeded weight initialisation that no other thread can disturb.
 
 ``torch.manual_seed`` seeds one process-global generator. Parties that run as threads of
-one process (``splitfed.testing.run_in_threads``, ``inproc://``) would interleave their
+one process (``splitfed.run(in_process=True)``, the equivalence tests) would interleave their
 draws from it, so every party would get different initial weights from the same seed.
 Here a model is first built on the ``meta`` device (no memory, no random draw), then
 materialised on the CPU and initialised from a private ``torch.Generator``, with the
