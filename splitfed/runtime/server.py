@@ -15,13 +15,14 @@ import torch
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
+from splitfed.peers import Clients
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.security import CurveServer
 from splitfed.transport.zeromq import ZmqServerTransport
-from splitfed.wire import Message
+from splitfed.wire import RUNTIME_KINDS, Message
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) ->
     for i, peer in enumerate(link.clients):
         meta = {"config": training, "index": i, "clients": config.clients, "start_round": start_round}
         link.reply(peer, Message("welcome", meta=meta))
+
+
+def _ack(start: Message | None) -> Message:
+    """The runtime's answer to a client's ``ready``, carrying what the role starts it with."""
+    return Message("ack", meta=start.meta, tensors=start.tensors) if start is not None else Message("ack")
 
 
 def _version() -> str:
@@ -102,6 +108,7 @@ def serve(
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
     spec = registry.get(config.protocol)
+    config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
@@ -109,7 +116,9 @@ def serve(
     transport = transport or ZmqServerTransport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
-    link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
+    link = ServerLink(
+        transport, timeout=config.timeout, max_bytes=config.max_bytes, kinds=RUNTIME_KINDS | spec.messages
+    )
     log.info(
         "%s server listening at %s for %d client(s)%s",
         config.protocol,
@@ -175,10 +184,15 @@ class _ServerRun:
         if self.spec.distributed:
             accept_clients(link, config, self.first)
         link.accepting = False
-        self.role = self.spec.server(config, device)
+        self.role = role = self.spec.server(config, device)
         ckpt = self.checkpoint
-        self.role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
-        facts = self.role.setup(link)
+        role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
+        clients = self.clients = Clients(link)
+        # the data handshake: every client describes its data; the role sets up; each ready is acked
+        ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
+        facts = role.setup(clients, ready)
+        clients.reply_all(lambda peer: _ack(role.start(peer)))
+        facts.update(role.prepare(clients))
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
@@ -187,8 +201,8 @@ class _ServerRun:
         config, link, writer, role = self.config, self.link, self.writer, self.role
         link.round = rnd
         t0 = time.monotonic()
-        train = role.train_round(link, rnd)
-        test = role.evaluate(link, rnd)
+        train = role.train_round(self.clients, rnd)
+        test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = _metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.append_metrics(row)

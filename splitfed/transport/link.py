@@ -1,8 +1,8 @@
 """Message-level links: codec + transport + byte counters + liveness.
 
-Protocols talk only to these two classes. Every message is encoded and decoded,
-whatever the transport underneath (tcp, ipc or inproc), so the codec is always
-exercised. Rules:
+The runtime talks to these two classes, and protocols through :mod:`splitfed.peers`. Every
+message is encoded and decoded, whatever the transport underneath (tcp, ipc or inproc), so
+the codec is always exercised. Rules:
 
 * every client message is a request that gets exactly one reply, except ``wait``: a
   client's heartbeat during long local work (FedAvg's local epochs);
