@@ -318,23 +318,23 @@ SPEC = ProtocolSpec(
     client=FedSLClient,
     messages=frozenset({"pull", "hidden", "gradient", "weights"}),
     options=(
-        Option("cell", str, "gru", "recurrent cell (default gru)", choices=tuple(sorted(CELLS))),
+        Option("cell", str, "gru", "recurrent cell", choices=tuple(sorted(CELLS))),
         Option(
             "segments",
             int,
             2,
             "segments per sequence = clients per group; --clients must be a multiple "
-            "(--clients 4 --segments 2 gives two groups) (default 2)",
+            "(--clients 4 --segments 2 gives two groups)",
             check=_at_least(2),
         ),
         Option(
             "sequence",
             str,
             "rows",
-            "rows: time runs down the image, features = width x channels; cols: across (default rows)",
+            "rows: time runs down the image, features = width x channels; cols: across",
             choices=("rows", "cols"),
         ),
-        Option("hidden", int, 128, "hidden units per sub-network (default 128)", check=_at_least(1)),
+        Option("hidden", int, 128, "hidden units per sub-network", check=_at_least(1)),
     ),
     defaults={"lr": 3e-3},
     validate=_validate,

@@ -258,7 +258,7 @@ SPEC = ProtocolSpec(
             float,
             1.0,
             "simulated share of all samples each owner holds (sampled independently per owner; the "
-            "intersection is found by PSI) (default 1.0)",
+            "intersection is found by PSI)",
             check=_share,
         ),
     ),

@@ -117,7 +117,7 @@ def _protocol_flags(group: argparse._ArgumentGroup, spec: ProtocolSpec) -> None:
             type=option.type,
             default=option.default,
             choices=option.choices,
-            help=option.help,
+            help=option.help if "default" in option.help else f"{option.help} (default %(default)s)",
         )
 
 

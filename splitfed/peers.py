@@ -72,8 +72,8 @@ class Clients:
         return {p: got[p] for p in waiting}
 
     def recv(self, *expect: str) -> tuple[str, Message]:
-        """The next request of one of the ``expect`` kinds, for genuinely sequential exchanges."""
-        return self._link.recv(expect=expect)
+        """The next request (of one of the ``expect`` kinds, if given), for exchanges sequential by nature."""
+        return self._link.recv(expect=expect or None)
 
     def reply(self, peer: str, msg: Message) -> None:
         self._link.reply(peer, msg)

@@ -81,7 +81,7 @@ SPEC = ProtocolSpec(
     server=TinyServer,
     client=TinyClient,
     messages=frozenset({"count", "total"}),
-    options=(Option("scale", int, 1, "multiplies every count (default 1)", check=_positive),),
+    options=(Option("scale", int, 1, "multiplies every count", check=_positive),),
     validate=lambda config, index: None,
 )
 '''
