@@ -228,3 +228,19 @@ def test_a_member_sending_an_undeclared_kind_is_rejected_and_the_server_goes_on(
     assert not errors, errors
     assert server.stats.rejected == 1
     assert told and "unknown message kind 'exec'" in told[0]
+
+
+def test_a_checkpoint_that_left_options_to_their_defaults_still_resumes(tmp_path: Path) -> None:
+    """Runs from before options were declared recorded none; the defaults they ran with are the same."""
+    import torch
+
+    from splitfed.config import RunConfig
+    from splitfed.runtime.server import load_checkpoint
+
+    spec = registry.get("sflv2")
+    older = RunConfig(protocol="sflv2", clients=2, epochs=2)
+    torch.save({"round": 1, "config": older.to_dict()}, tmp_path / "checkpoint.pt")
+    filled = older.replace(epochs=4, options=spec.option_values())
+    assert load_checkpoint(tmp_path, filled, spec)["round"] == 1
+    with pytest.raises(ConfigError, match="trained with"):
+        load_checkpoint(tmp_path, filled.replace(options=spec.option_values(order="interleaved")), spec)

@@ -258,6 +258,8 @@ def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     if checkpoint["config"]["protocol"] != config.protocol:
         raise ConfigError(f"{path} is a {checkpoint['config']['protocol']} checkpoint, not {config.protocol}")
     old, new = checkpoint["config"], config.to_dict()
+    # options left to their defaults are recorded resolved since the protocols declare them; older runs left them out
+    old, new = ({**c, "options": spec.option_values(c.get("options") or {})} for c in (old, new))
     # a setting left to its default (None: the cut) is recorded resolved in config.json, so it may come back set
     changed = [k for k in TRAINING_FIELDS if k not in RESUME_MAY_CHANGE and old.get(k) not in (None, new[k])]
     if changed:
