@@ -12,14 +12,16 @@ from typing import Any
 from splitfed.data.shards import client_shard
 from splitfed.models import build_model
 from splitfed.optim import make_optimizer
+from splitfed.peers import Clients, Server
 from splitfed.protocol import ClientRole, ProtocolSpec, RoundResult, ServerRole
+from splitfed.wire import Message
 
 from .local_training import evaluate_local, train_local
 from .split_steps import state_copy
 
 
 class CentralizedTrainer(ServerRole):
-    def setup(self, link: Any) -> dict[str, Any]:
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
         cfg = self.config
         self.shard = client_shard(
             cfg.data,
@@ -44,12 +46,12 @@ class CentralizedTrainer(ServerRole):
             "client_data": {"centralized": {"n_train": len(self.shard.train_y), "n_test": len(self.shard.test_y)}},
         }
 
-    def train_round(self, link: Any, round: int) -> RoundResult:
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
         return RoundResult(
             train_local(self.model, self.opt, self.shard, self.config, round=round, client=0, device=self.device)
         )
 
-    def evaluate(self, link: Any, round: int) -> RoundResult:
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
         return RoundResult(evaluate_local(self.model, self.shard, self.device))
 
     def checkpoint(self) -> dict[str, Any]:
@@ -57,7 +59,7 @@ class CentralizedTrainer(ServerRole):
 
 
 class _NoClient(ClientRole):  # centralised training has no clients; the runtime never starts one
-    def setup(self, link: Any) -> None:
+    def setup(self, server: Server, ack: Message) -> None:
         raise NotImplementedError
 
     train_round = evaluate = setup  # type: ignore[assignment]

@@ -16,11 +16,11 @@ from splitfed.aggregation import fedavg
 from splitfed.metrics import Tally
 from splitfed.models import build_model
 from splitfed.optim import make_optimizer
+from splitfed.peers import Clients, Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec, RoundResult, ServerRole
-from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.wire import Message
 
-from .handshake import Joined, ready_message
+from .handshake import Joined, describe_shard
 from .local_training import evaluate_local, train_local
 from .sfl_client import load_shard
 from .split_steps import state_copy
@@ -34,8 +34,10 @@ class FedAvgClient(ClientRole):
         self.model = build_model(cfg.model, self.shard.shape, len(self.shard.classes), cfg.seed).to(device)
         self.opt = make_optimizer(self.model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
-    def setup(self, link: ClientLink) -> None:
-        ack = link.request(ready_message(self.shard), expect=("ack",))
+    def describe(self) -> dict[str, Any]:
+        return describe_shard(self.shard)
+
+    def setup(self, server: Server, ack: Message) -> None:
         if ack.tensors:  # a resumed run
             self.model.load_state_dict(ack.tensors)
 
@@ -45,7 +47,7 @@ class FedAvgClient(ClientRole):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["optimizer"])
 
-    def train_round(self, link: ClientLink, round: int) -> None:
+    def train_round(self, server: Server, round: int) -> None:
         tally = train_local(
             self.model,
             self.opt,
@@ -54,46 +56,39 @@ class FedAvgClient(ClientRole):
             round=round,
             client=self.assignment.index,
             device=self.device,
-            on_batch=link.heartbeat,
+            on_batch=server.heartbeat,
         )
         meta = {"n": len(self.shard.train_y), **tally.to_meta()}
-        reply = link.request(Message("weights", meta=meta, tensors=state_copy(self.model)), expect=("weights",))
+        reply = server.request(Message("weights", meta=meta, tensors=state_copy(self.model)), "weights")
         self.model.load_state_dict(reply.tensors)
 
-    def evaluate(self, link: ClientLink, round: int) -> None:
-        link.send(Message("eval_done", meta=evaluate_local(self.model, self.shard, self.device).to_meta()))
+    def evaluate(self, server: Server, round: int) -> dict[str, Any]:
+        return evaluate_local(self.model, self.shard, self.device).to_meta()
 
 
 class FedAvgServer(ServerRole):
-    def setup(self, link: ServerLink) -> dict[str, Any]:
-        self.joined = Joined.gather(link)
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
+        self.joined = Joined.from_ready(ready)
         self.classes = self.joined.classes
         self.state: dict[str, torch.Tensor] = dict(self.resume["model"]) if self.resume else {}
-        self.joined.ack(link, start=self.state or None)
         return self.joined.facts
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
-        weights: dict[str, Message] = {}
+    def start(self, peer: str) -> Message | None:
+        return Message("ack", tensors=self.state) if self.state else None
+
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
+        weights = clients.gather("weights")
         tally = Tally(len(self.classes))
-        while len(weights) < len(self.joined.clients):
-            peer, msg = link.recv(expect=("weights",))
-            weights[peer] = msg
-        order = self.joined.clients
-        for p in order:
-            tally.add_meta(weights[p].meta)
-        self.state = fedavg([weights[p].tensors for p in order], [float(weights[p].meta["n"]) for p in order])
-        for peer in order:
-            link.reply(peer, Message("weights", tensors=self.state))
+        for msg in weights.values():
+            tally.add_meta(msg.meta)
+        self.state = fedavg([m.tensors for m in weights.values()], [float(m.meta["n"]) for m in weights.values()])
+        clients.reply_all(Message("weights", tensors=self.state))
         return RoundResult(tally)
 
-    def evaluate(self, link: ServerLink, round: int) -> RoundResult:
-        reports: dict[str, dict] = {}
-        while len(reports) < len(self.joined.clients):
-            peer, msg = link.recv(expect=("eval_done",))
-            reports[peer] = msg.meta
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        for peer in self.joined.clients:
-            tally.add_meta(reports[peer])
+        for msg in clients.gather("eval_done").values():
+            tally.add_meta(msg.meta)
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
@@ -105,4 +100,5 @@ SPEC = ProtocolSpec(
     summary="FedAvg baseline: each client trains the whole model locally, weights averaged by sample count",
     server=FedAvgServer,
     client=FedAvgClient,
+    messages=frozenset({"weights"}),
 )

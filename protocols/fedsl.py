@@ -16,8 +16,8 @@ receives only loss sums, correct counts and, at test time, a confusion matrix.
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,8 @@ from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.rnn import CELLS, build_segments, segment_bounds, to_sequence
 from splitfed.optim import make_optimizer
-from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec, RoundResult, ServerRole
-from splitfed.transport.link import ClientLink, ServerLink
+from splitfed.peers import Clients, Server
+from splitfed.protocol import Assignment, ClientRole, DataRequest, Option, ProtocolSpec, RoundResult, ServerRole
 from splitfed.wire import Message
 
 from .split_steps import from_wire, loss_with_counts, state_copy, to_wire
@@ -67,7 +67,7 @@ def average_by_position(
 class FedSLClient(ClientRole):
     def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
         super().__init__(assignment, data, device, name)
-        cfg, K = self.config, int(self.config.option("segments", 2))
+        cfg, K = self.config, int(self.config.option("segments"))
         self.groups = layout(assignment.clients, K)
         self.group, self.position, self.K = assignment.index // K, assignment.index % K, K
         index = load_index(data.source)
@@ -81,7 +81,7 @@ class FedSLClient(ClientRole):
             data.test_fraction,
             data.seed,
         )
-        order = cfg.option("sequence", "rows")
+        order = cfg.option("sequence")
         seq_len = to_sequence(torch.zeros(1, *index.shape), order).shape[1]
         start, stop = segment_bounds(seq_len, K)[self.position]
         # Keep only this party's segment of every sequence; the rest is dropped at once.
@@ -90,7 +90,7 @@ class FedSLClient(ClientRole):
         self.classes, self.shape = index.classes, index.shape
         features = self.train_x.shape[2]
         subnets, head = build_segments(
-            cfg.option("cell", "gru"), features, int(cfg.option("hidden", 128)), len(self.classes), K, cfg.seed
+            cfg.option("cell"), features, int(cfg.option("hidden")), len(self.classes), K, cfg.seed
         )
         self.net = subnets[self.position].to(device)
         self.head = head.to(device) if self.is_last else None
@@ -107,8 +107,8 @@ class FedSLClient(ClientRole):
     def is_last(self) -> bool:
         return self.position == self.K - 1
 
-    def setup(self, link: ClientLink) -> None:
-        meta = {
+    def describe(self) -> dict[str, Any]:
+        return {
             "n_train": len(self.train_y),
             "n_test": len(self.test_y),
             "classes": self.classes,
@@ -116,7 +116,8 @@ class FedSLClient(ClientRole):
             "group": self.group,
             "position": self.position,
         }
-        ack = link.request(Message("ready", meta=meta), expect=("ack",))
+
+    def setup(self, server: Server, ack: Message) -> None:
         if ack.tensors:  # a resumed run: this position's checkpointed sub-network
             self.load_position_state(ack.tensors)
 
@@ -126,29 +127,29 @@ class FedSLClient(ClientRole):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["optimizer"])
 
-    def _state_in(self, link: ClientLink, phase: str, batch: int) -> tuple[torch.Tensor, ...]:
+    def _state_in(self, server: Server, phase: str, batch: int) -> tuple[torch.Tensor, ...]:
         if self.position == 0:
             return self.net.zero_state(batch, self.device)
-        reply = link.request(Message("pull", meta={"phase": phase}, step=self.step_no), expect=("hidden",))
+        reply = server.request(Message("pull", meta={"phase": phase}, step=self.step_no), "hidden")
         return tuple(from_wire(reply.tensors[n], self.device) for n in STATE_NAMES if n in reply.tensors)
 
     def _hand_on(self, state: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         return {n: to_wire(t, self.config.wire_dtype) for n, t in zip(STATE_NAMES, state, strict=False)}
 
-    def train_round(self, link: ClientLink, round: int) -> None:
+    def train_round(self, server: Server, round: int) -> None:
         cfg = self.config
         self.net.train()
         for epoch in range(cfg.local_epochs):
             for rows in batch_order(
                 len(self.train_y), cfg.batch_size, seed=cfg.seed, client=self.group, round=round, epoch=epoch
             ):
-                self.train_batch(link, rows)
+                self.train_batch(server, rows)
         entries = state_copy(self.net)
         if self.head is not None:
             entries.update({f"head.{k}": v for k, v in state_copy(self.head).items()})
-        reply = link.request(
+        reply = server.request(
             Message("weights", meta={"n": len(self.train_y), "position": self.position}, tensors=entries),
-            expect=("weights",),
+            "weights",
         )
         self.load_position_state(reply.tensors)
 
@@ -158,10 +159,10 @@ class FedSLClient(ClientRole):
         if self.head is not None:
             self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
 
-    def train_batch(self, link: ClientLink, rows: torch.Tensor) -> None:
+    def train_batch(self, server: Server, rows: torch.Tensor) -> None:
         self.step_no += 1
         x = self.train_x[rows].to(self.device)
-        state_in = tuple(t.requires_grad_(self.position > 0) for t in self._state_in(link, "train", len(rows)))
+        state_in = tuple(t.requires_grad_(self.position > 0) for t in self._state_in(server, "train", len(rows)))
         state_out = self.net(x, state_in)
         self.opt.zero_grad(set_to_none=True)
         meta: dict[str, Any] = {}
@@ -170,58 +171,51 @@ class FedSLClient(ClientRole):
             loss, meta = loss_with_counts(self.head(state_out[0][-1]), y, self.config.label_smoothing)
             loss.backward()
         else:
-            reply = link.request(
+            reply = server.request(
                 Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out), step=self.step_no),
-                expect=("gradient",),
+                "gradient",
             )
             grads = [from_wire(reply.tensors[n], self.device) for n in STATE_NAMES[: len(state_out)]]
             torch.autograd.backward(state_out, grads)
         if self.position > 0:
             back = {n: to_wire(t.grad, self.config.wire_dtype) for n, t in zip(STATE_NAMES, state_in, strict=False)}
-            link.request(Message("gradient", meta=meta, tensors=back, step=self.step_no), expect=("ack",))
+            server.request(Message("gradient", meta=meta, tensors=back, step=self.step_no), "ack")
         self.opt.step()
 
     @torch.no_grad()
-    def evaluate(self, link: ClientLink, round: int) -> None:
+    def evaluate(self, server: Server, round: int) -> dict[str, Any]:
         self.net.eval()
         tally = Tally(len(self.classes))
         for start in range(0, len(self.test_y), 256):
             self.step_no += 1
             x = self.test_x[start : start + 256].to(self.device)
-            state = self.net(x, self._state_in(link, "eval", len(x)))
+            state = self.net(x, self._state_in(server, "eval", len(x)))
             if self.is_last:
                 y = self.test_y[start : start + 256].to(self.device)
                 logits = self.head(state[0][-1])
                 tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
             else:
-                link.request(
+                server.request(
                     Message("hidden", meta={"phase": "eval"}, tensors=self._hand_on(state), step=self.step_no),
-                    expect=("ack",),
+                    "ack",
                 )
         self.net.train()
-        meta = tally.to_meta() if self.is_last else {}
-        link.send(Message("eval_done", meta=meta))
+        return tally.to_meta() if self.is_last else {}
 
 
 class FedSLServer(ServerRole):
     """Relays states and gradients within each group; averages sub-networks per position."""
 
-    def setup(self, link: ServerLink) -> dict[str, Any]:
-        K = int(self.config.option("segments", 2))
-        layout(len(link.clients), K)
-        ready: dict[str, dict] = {}
-        while len(ready) < len(link.clients):
-            peer, msg = link.recv(expect=("ready",))
-            ready[peer] = msg.meta
-        self.clients = list(link.clients)
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
+        K = int(self.config.option("segments"))
+        layout(len(clients), K)
+        self.clients = list(ready)
         self.where = {p: (int(m["group"]), int(m["position"])) for p, m in ready.items()}
         if len(set(self.where.values())) != len(self.clients):
             raise ProtocolError(f"two clients claim the same group and segment: {self.where}")
         self.classes = list(ready[self.clients[0]]["classes"])
         self.n_train = {p: int(m["n_train"]) for p, m in ready.items()}
         self.averages: dict[int, dict[str, torch.Tensor]] = dict(self.resume["segments"]) if self.resume else {}
-        for peer in self.clients:
-            link.reply(peer, Message("ack", tensors=self.averages.get(self.where[peer][1], {})))
         return {
             "client_data": {
                 p: {k: ready[p][k] for k in ("n_train", "n_test", "group", "position")} for p in self.clients
@@ -231,59 +225,64 @@ class FedSLServer(ServerRole):
             "groups": len(self.clients) // K,
         }
 
-    def _relay(self, link: ServerLink, phase: str) -> tuple[Tally, dict[str, Message]]:
+    def start(self, peer: str) -> Message | None:
+        """A resumed run: each party starts from its position's checkpointed sub-network."""
+        return Message("ack", tensors=self.averages.get(self.where[peer][1], {}))
+
+    def _relay(self, clients: Clients, phase: str) -> tuple[Tally, dict[str, Message]]:
         """Pass states forward and gradients back until every client sent its closing message."""
         closing = "weights" if phase == "train" else "eval_done"
         tally = Tally(len(self.classes))
         inbox: dict[tuple, dict[str, torch.Tensor]] = {}  # (group, position, step) -> state for that party
         pulls: dict[tuple, str] = {}  # (group, position, step) -> party waiting for its input state
         owed_grad: dict[tuple, str] = {}  # (group, position, step) -> party waiting for a gradient
-        done: dict[str, Message] = {}
         peer_at = {v: p for p, v in self.where.items()}
-        while len(done) < len(self.clients):
-            peer, msg = link.recv(expect=("pull", "hidden", "gradient", closing))
+
+        def pull(peer: str, msg: Message) -> None:
             g, k = self.where[peer]
-            if msg.kind == closing:
-                done[peer] = msg
-            elif msg.kind == "pull":
-                key = (g, k, msg.step)
-                if key in inbox:
-                    link.reply(peer, Message("hidden", tensors=inbox.pop(key)))
-                else:
-                    pulls[key] = peer
-            elif msg.kind == "hidden":
-                key = (g, k + 1, msg.step)
-                if (g, k + 1) not in peer_at:
-                    raise ProtocolError(f"{peer} is the last of its group and cannot hand a state on")
-                if key in pulls:
-                    link.reply(pulls.pop(key), Message("hidden", tensors=msg.tensors))
-                else:
-                    inbox[key] = msg.tensors
-                if phase == "train":
-                    owed_grad[(g, k, msg.step)] = peer
-                else:
-                    link.reply(peer, Message("ack"))
-            else:  # gradient of the state party k received, owed to party k-1
-                target = owed_grad.pop((g, k - 1, msg.step), None)
-                if target is None:
-                    raise ProtocolError(f"{peer} sent a gradient for step {msg.step} that nobody waits for")
-                link.reply(target, Message("gradient", tensors=msg.tensors))
-                link.reply(peer, Message("ack"))
-                if "count" in msg.meta:
-                    tally.add_counts(msg.meta["loss_sum"], msg.meta["correct"], msg.meta["count"])
+            key = (g, k, msg.step)
+            if key in inbox:
+                clients.reply(peer, Message("hidden", tensors=inbox.pop(key)))
+            else:
+                pulls[key] = peer
+
+        def hidden(peer: str, msg: Message) -> None:
+            g, k = self.where[peer]
+            key = (g, k + 1, msg.step)
+            if (g, k + 1) not in peer_at:
+                raise ProtocolError(f"{peer} is the last of its group and cannot hand a state on")
+            if key in pulls:
+                clients.reply(pulls.pop(key), Message("hidden", tensors=msg.tensors))
+            else:
+                inbox[key] = msg.tensors
+            if phase == "train":
+                owed_grad[(g, k, msg.step)] = peer
+            else:
+                clients.reply(peer, Message("ack"))
+
+        def gradient(peer: str, msg: Message) -> None:  # of the state party k received, owed to party k-1
+            g, k = self.where[peer]
+            target = owed_grad.pop((g, k - 1, msg.step), None)
+            if target is None:
+                raise ProtocolError(f"{peer} sent a gradient for step {msg.step} that nobody waits for")
+            clients.reply(target, Message("gradient", tensors=msg.tensors))
+            clients.reply(peer, Message("ack"))
+            if "count" in msg.meta:
+                tally.add_counts(msg.meta["loss_sum"], msg.meta["correct"], msg.meta["count"])
+
+        done = clients.gather(closing, on={"pull": pull, "hidden": hidden, "gradient": gradient})
         return tally, done
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
-        tally, weights = self._relay(link, "train")
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
+        tally, weights = self._relay(clients, "train")
         self.averages = average_by_position(
             [(self.where[p][1], m.tensors, float(m.meta["n"])) for p, m in sorted(weights.items())]
         )
-        for peer in self.clients:
-            link.reply(peer, Message("weights", tensors=self.averages[self.where[peer][1]]))
+        clients.reply_all(lambda peer: Message("weights", tensors=self.averages[self.where[peer][1]]))
         return RoundResult(tally)
 
-    def evaluate(self, link: ServerLink, round: int) -> RoundResult:
-        _, done = self._relay(link, "eval")
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
+        _, done = self._relay(clients, "eval")
         tally = Tally(len(self.classes))
         for msg in done.values():
             if "count" in msg.meta:
@@ -295,39 +294,21 @@ class FedSLServer(ServerRole):
 
 
 def _validate(config: RunConfig, index: Any) -> None:
-    """Groups fill up, the cell exists, and (with data) every segment gets time steps and rows."""
-    segments = int(config.option("segments", 2))
+    """Groups fill up, and (with data) every segment gets time steps and rows."""
+    segments = int(config.option("segments"))
     groups = layout(config.clients, segments)
-    if config.option("cell", "gru") not in CELLS:
-        raise ConfigError(f"--cell {config.option('cell')!r} is not one of {sorted(CELLS)}")
-    if int(config.option("hidden", 128)) < 1:
-        raise ConfigError(f"--hidden must be >= 1, got {config.option('hidden')}")
     if index is not None:
-        length = to_sequence(torch.zeros(1, *index.shape), config.option("sequence", "rows")).shape[1]
+        length = to_sequence(torch.zeros(1, *index.shape), config.option("sequence")).shape[1]
         segment_bounds(length, segments)
         check_partition(config, index, groups)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cell", choices=sorted(CELLS), default="gru", help="recurrent cell (default %(default)s)")
-    parser.add_argument(
-        "--segments",
-        type=int,
-        default=2,
-        help="segments per sequence = clients per group; --clients must be a multiple "
-        "(--clients 4 --segments 2 gives two groups) (default %(default)s)",
-    )
-    parser.add_argument(
-        "--sequence",
-        choices=("rows", "cols"),
-        default="rows",
-        help="rows: time runs down the image, features = width x channels; cols: across (default %(default)s)",
-    )
-    parser.add_argument("--hidden", type=int, default=128, help="hidden units per sub-network (default %(default)s)")
+def _at_least(minimum: int) -> Callable[[int], None]:
+    def check(value: int) -> None:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
 
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"cell": args.cell, "segments": args.segments, "sequence": args.sequence, "hidden": args.hidden}
+    return check
 
 
 SPEC = ProtocolSpec(
@@ -335,8 +316,26 @@ SPEC = ProtocolSpec(
     summary="FedSL: recurrent network split along the sequence, one segment per client, averaged per position",
     server=FedSLServer,
     client=FedSLClient,
-    add_arguments=_add_arguments,
-    options=_options,
+    messages=frozenset({"pull", "hidden", "gradient", "weights"}),
+    options=(
+        Option("cell", str, "gru", "recurrent cell", choices=tuple(sorted(CELLS))),
+        Option(
+            "segments",
+            int,
+            2,
+            "segments per sequence = clients per group; --clients must be a multiple "
+            "(--clients 4 --segments 2 gives two groups)",
+            check=_at_least(2),
+        ),
+        Option(
+            "sequence",
+            str,
+            "rows",
+            "rows: time runs down the image, features = width x channels; cols: across",
+            choices=("rows", "cols"),
+        ),
+        Option("hidden", int, 128, "hidden units per sub-network", check=_at_least(1)),
+    ),
     defaults={"lr": 3e-3},
     validate=_validate,
     augments=False,

@@ -1,23 +1,22 @@
-"""The ``ready`` handshake of protocols whose clients all hold the same kind of data."""
+"""What clients that all hold the same kind of data say in ``ready``, and what the server makes of it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from splitfed.data.shards import ClientShard
 from splitfed.errors import ProtocolError
-from splitfed.transport.link import ServerLink
-from splitfed.wire import Message
 
 
-def ready_message(shard: ClientShard) -> Message:
-    meta = {
+def describe_shard(shard: ClientShard) -> dict[str, Any]:
+    """A client's ``ready`` description of its rows (the runtime sends it)."""
+    return {
         "n_train": len(shard.train_y),
         "n_test": len(shard.test_y),
         "classes": shard.classes,
         "shape": list(shard.shape),
     }
-    return Message("ready", meta=meta)
 
 
 @dataclass
@@ -31,13 +30,10 @@ class Joined:
     facts: dict  # for config.json
 
     @classmethod
-    def gather(cls, link: ServerLink) -> Joined:
-        """Collect every client's ``ready`` (left unanswered: the caller acks when it is set up)."""
-        ready: dict[str, dict] = {}
-        while len(ready) < len(link.clients):
-            peer, msg = link.recv(expect=("ready",))
-            ready[peer] = msg.meta
-        first_peer = link.clients[0]
+    def from_ready(cls, ready: dict[str, dict]) -> Joined:
+        """Check every client's description (in client order) against the first's."""
+        clients = list(ready)
+        first_peer = clients[0]
         first = ready[first_peer]
         for peer, meta in ready.items():
             if meta["classes"] != first["classes"] or meta["shape"] != first["shape"]:
@@ -45,7 +41,6 @@ class Joined:
                     f"{peer} holds classes {meta['classes']} of shape {meta['shape']}, but "
                     f"{first_peer} holds {first['classes']} of shape {first['shape']}: every client needs the same"
                 )
-        clients = list(link.clients)
         return cls(
             clients=clients,
             n_train={p: int(ready[p]["n_train"]) for p in clients},
@@ -57,8 +52,3 @@ class Joined:
                 "input_shape": list(first["shape"]),
             },
         )
-
-    def ack(self, link: ServerLink, start: dict | None = None) -> None:
-        """Answer every ``ready``; ``start`` (weights) goes along when a run resumes."""
-        for peer in self.clients:
-            link.reply(peer, Message("ack", tensors=dict(start or {})))

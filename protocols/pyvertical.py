@@ -16,7 +16,6 @@ OpenMined's PyVertical). Owners' sample sets overlap only partly, keyed by a str
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -26,12 +25,12 @@ import torch.nn.functional as F
 from splitfed.config import RunConfig
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
-from splitfed.errors import ConfigError, DataError
+from splitfed.errors import ConfigError, DataError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.vertical import band_bounds, seeded_top
 from splitfed.optim import make_optimizer
-from splitfed.protocol import ProtocolSpec, RoundResult, ServerRole
-from splitfed.transport.link import ServerLink
+from splitfed.peers import Clients
+from splitfed.protocol import Option, ProtocolSpec, RoundResult, ServerRole
 from splitfed.wire import Message
 
 from . import psi
@@ -64,28 +63,37 @@ class VerticalServer(ServerRole):
     #: PSI figures for summary.json, replaced (never changed in place) once the alignment is done
     psi: dict[str, Any] = {}
 
-    def setup(self, link: ServerLink) -> dict[str, Any]:
-        cfg = self.config
-        ready: dict[str, dict] = {}
-        while len(ready) < len(link.clients):
-            peer, msg = link.recv(expect=("ready",))
-            ready[peer] = msg.meta
-        self.owners = list(link.clients)
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
+        self.owners, self.ready = list(ready), ready
         holders = [p for p in self.owners if ready[p].get("holds_labels")]
         self.label_peer = holders[0] if holders else None
-        started = time.monotonic()
+        self.started = time.monotonic()
         if self.label_peer is None:
-            ids, psi_bytes, shape = self._align_here(link)
+            self._load_labels()
         else:
-            ids, psi_bytes = self._relay_alignment(link, ready)
-            self.classes, shape = list(ready[self.label_peer]["classes"]), None
+            self.classes = list(ready[self.label_peer]["classes"])
+        return {"client_data": {p: {"n_ids": ready[p]["n_ids"]} for p in self.owners}}
+
+    def start(self, peer: str) -> Message | None:
+        """With the labels here, every owner's ack carries our PSI request."""
+        if self.label_peer is not None:
+            return None
+        return Message("ack", meta={"n": len(self.holder.ids)}, tensors={"request": psi.to_tensor(self.holder.request)})
+
+    def prepare(self, clients: Clients) -> dict[str, Any]:
+        """Align the owners' samples by PSI, then tell every owner the common ids in canonical order."""
+        cfg = self.config
+        if self.label_peer is None:
+            ids, psi_bytes = self._align_here(clients)
+        else:
+            ids, psi_bytes = self._relay_alignment(clients)
         n_train, n_test = len(decode_ids(ids["train"])), len(decode_ids(ids["test"]))
         if not n_train:
             raise DataError("no common sample is in the training split; use a larger --overlap or a bigger dataset")
         self.n = {"train": n_train, "eval": n_test}
         self.psi = {
             "intersection_size": n_train + n_test,
-            "psi_seconds": time.monotonic() - started,
+            "psi_seconds": time.monotonic() - self.started,
             "psi_bytes": psi_bytes,
             "train_aligned": n_train,
             "test_aligned": n_test,
@@ -96,80 +104,65 @@ class VerticalServer(ServerRole):
         if self.resume is not None:  # the heads come back from their owners' own state files
             self.top.load_state_dict(self.resume["top"])
             self.opt.load_state_dict(self.resume["optimizer"])
-        for peer in self.owners:
-            link.reply(peer, Message("ids", tensors=ids))
-        return {
-            "classes": self.classes,
-            "input_shape": shape,
-            "psi": self.psi,
-            "client_data": {p: {"n_ids": ready[p]["n_ids"]} for p in self.owners},
-        }
+        clients.reply_all(Message("ids", tensors=ids))
+        return {"classes": self.classes, "input_shape": self.shape, "psi": self.psi}
 
-    def _align_here(self, link: ServerLink) -> tuple[dict[str, torch.Tensor], int, list[int]]:
-        """The server holds the labels: it is the PSI client of every owner and splits train/test."""
+    def _load_labels(self) -> None:
+        """The server holds the labels: its ids, labels and split; it is the PSI client of every owner."""
         cfg = self.config
         index = load_index(cfg.data)
-        self.classes = index.classes
+        self.classes, self.shape = index.classes, list(index.shape)
         train_rows, _ = split_train_test(index.labels, index.subjects, cfg.test_split, cfg.test_fraction, cfg.seed)
-        label_of = {index.ids[r]: int(index.labels[r]) for r in range(len(index))}
-        train_set = {index.ids[r] for r in train_rows}
-        holder = psi.LabelHolder(list(label_of))
-        request = psi.to_tensor(holder.request)
-        for peer in self.owners:
-            link.reply(peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": request}))
+        self.label_of = {index.ids[r]: int(index.labels[r]) for r in range(len(index))}
+        self.train_set = {index.ids[r] for r in train_rows}
+        self.holder = psi.LabelHolder(list(self.label_of))
+
+    def _align_here(self, clients: Clients) -> tuple[dict[str, torch.Tensor], int]:
+        """Every owner answers the request its ack carried; the server intersects and splits train/test."""
+        holder = self.holder
         psi_bytes, common = len(holder.request) * len(self.owners), set(holder.ids)
-        for _ in self.owners:
-            _, msg = link.recv(expect=("psi",))
+        for msg in clients.gather("psi").values():
             setup, response = psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"])
             psi_bytes += len(setup) + len(response)
             common &= holder.common_with(setup, response)
         ordered = psi.check_intersection(common, MIN_COMMON, len(self.owners))
-        train_ids = [i for i in ordered if i in train_set]
-        test_ids = [i for i in ordered if i not in train_set]
+        train_ids = [i for i in ordered if i in self.train_set]
+        test_ids = [i for i in ordered if i not in self.train_set]
         self.y = {
-            "train": torch.tensor([label_of[i] for i in train_ids]),
-            "eval": torch.tensor([label_of[i] for i in test_ids]),
+            "train": torch.tensor([self.label_of[i] for i in train_ids]),
+            "eval": torch.tensor([self.label_of[i] for i in test_ids]),
         }
-        return {"train": encode_ids(train_ids), "test": encode_ids(test_ids)}, psi_bytes, list(index.shape)
+        return {"train": encode_ids(train_ids), "test": encode_ids(test_ids)}, psi_bytes
 
-    def _relay_alignment(self, link: ServerLink, ready: dict[str, dict]) -> tuple[dict[str, torch.Tensor], int]:
+    def _relay_alignment(self, clients: Clients) -> tuple[dict[str, torch.Tensor], int]:
         """Client 0 holds the labels: relay its PSI request to the other owners and their answers back."""
         holder, others = self.label_peer, [p for p in self.owners if p != self.label_peer]
-        link.reply(holder, Message("psi", meta={"role": "label holder"}))
-        _, ask = link.recv(expect=("psi",))
-        for peer in others:
-            link.reply(peer, Message("psi", meta=ask.meta, tensors=ask.tensors))
+        ask = clients.gather("psi")[holder]  # the holder's request; the others ask for it
+        clients.reply_all(Message("psi", meta=ask.meta, tensors=ask.tensors), among=others)
         answers, psi_bytes = {}, len(psi.to_bytes(ask.tensors["request"])) * len(others)
-        for _ in others:
-            peer, msg = link.recv(expect=("psi",))
-            k = int(ready[peer]["position"])
+        for peer, msg in clients.gather("psi", among=others).items():
+            k = int(self.ready[peer]["position"])
             answers.update({f"setup-{k}": msg.tensors["setup"], f"response-{k}": msg.tensors["response"]})
             psi_bytes += sum(t.numel() for t in msg.tensors.values())
-        link.reply(holder, Message("psi", tensors=answers))
-        _, ids = link.recv(expect=("ids",))
-        self.y = None  # the labels stay with their owner
+        clients.reply(holder, Message("psi", tensors=answers))
+        peer, ids = clients.recv("ids")
+        if peer != holder:
+            raise ProtocolError(f"{peer} sent the common ids, which only the label holder {holder} decides")
+        self.y, self.shape = None, None  # the labels stay with their owner
         return {"train": ids.tensors["train"], "test": ids.tensors["test"]}, psi_bytes
 
-    def _gather(self, link: ServerLink, kind: str) -> list[torch.Tensor]:
-        acts: dict[str, torch.Tensor] = {}
-        while len(acts) < len(self.owners):
-            peer, msg = link.recv(expect=(kind,))
-            acts[peer] = from_wire(msg.tensors["acts"], self.device)
-        return [acts[p] for p in self.owners]  # band order
-
-    def _phase(self, link: ServerLink, phase: str, batches: list[torch.Tensor]) -> Tally:
+    def _phase(self, clients: Clients, phase: str, batches: list[torch.Tensor]) -> Tally:
         tally = Tally(len(self.classes))
-        for _ in self.owners:
-            link.recv(expect=("pull",))
+        clients.gather("pull")
         nothing = torch.zeros(0, dtype=torch.int64)
-        for peer in self.owners:
-            link.reply(peer, Message("ids", tensors={"rows": batches[0] if batches else nothing}))
+        clients.reply_all(Message("ids", tensors={"rows": batches[0] if batches else nothing}))
         train = phase == "train"
         for b, rows in enumerate(batches):
-            parts = self._gather(link, "forward" if train else "eval")
+            sent = clients.gather("forward" if train else "eval")
+            parts = [from_wire(msg.tensors["acts"], self.device) for msg in sent.values()]  # band order
             following = batches[b + 1] if b + 1 < len(batches) else nothing
             if self.label_peer is not None:
-                grads = self._loss_remote(link, parts, tally, train)
+                grads = self._loss_remote(clients, parts, tally, train)
             elif train:
                 labels = self.y["train"][rows].to(self.device)
                 grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels, self.config.label_smoothing)
@@ -179,21 +172,24 @@ class VerticalServer(ServerRole):
                 with torch.no_grad():
                     logits = self.top(torch.cat(parts, dim=1))
                 tally.add(logits, labels, float(F.cross_entropy(logits, labels, reduction="sum")))
-            for i, peer in enumerate(self.owners):
-                if train:
-                    grad = to_wire(grads[i], self.config.wire_dtype)
-                    link.reply(peer, Message("gradient", tensors={"grad": grad, "rows": following}))
-                else:
-                    link.reply(peer, Message("eval_result", tensors={"rows": following}))
+            if train:
+                band = dict(zip(self.owners, grads, strict=True))  # each head its own slice
+                clients.reply_all(
+                    lambda peer, band=band, rows=following: Message(
+                        "gradient", tensors={"grad": to_wire(band[peer], self.config.wire_dtype), "rows": rows}
+                    )
+                )
+            else:
+                clients.reply_all(Message("eval_result", tensors={"rows": following}))
         return tally
 
-    def _loss_remote(self, link: ServerLink, parts: list[torch.Tensor], tally: Tally, train: bool) -> list | None:
+    def _loss_remote(self, clients: Clients, parts: list[torch.Tensor], tally: Tally, train: bool) -> list | None:
         """The label holder computes the loss on our logits; we finish backward through the top."""
         cut = torch.cat(parts, dim=1).detach().requires_grad_(train)
         with torch.set_grad_enabled(train):
             logits = self.top(cut)
-        link.reply(self.label_peer, Message("logits", tensors={"logits": logits.detach().cpu()}))
-        _, reply = link.recv(expect=("gradient",))
+        clients.reply(self.label_peer, Message("logits", tensors={"logits": logits.detach().cpu()}))
+        _, reply = clients.recv("gradient")
         if not train:
             return None  # the label holder reports its test tally with eval_done
         tally.add_meta(reply.meta)
@@ -202,7 +198,7 @@ class VerticalServer(ServerRole):
         self.opt.step()
         return list(cut.grad.split([p.shape[1] for p in parts], dim=1))
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
         from splitfed.data.shards import batch_order
 
         cfg = self.config
@@ -211,15 +207,14 @@ class VerticalServer(ServerRole):
             for e in range(cfg.local_epochs)
             for b in batch_order(self.n["train"], cfg.batch_size, seed=cfg.seed, client=0, round=round, epoch=e)
         ]
-        return RoundResult(self._phase(link, "train", batches))
+        return RoundResult(self._phase(clients, "train", batches))
 
-    def evaluate(self, link: ServerLink, round: int) -> RoundResult:
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
         batches = list(torch.arange(self.n["eval"]).split(256))
-        tally = self._phase(link, "eval", batches)
-        for _ in self.owners:
-            peer, msg = link.recv(expect=("eval_done",))
-            if peer == self.label_peer:
-                tally.add_meta(msg.meta)
+        tally = self._phase(clients, "eval", batches)
+        reports = clients.gather("eval_done")
+        if self.label_peer is not None:  # the label holder's test tally
+            tally.add_meta(reports[self.label_peer].meta)
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
@@ -233,35 +228,17 @@ class VerticalServer(ServerRole):
 
 
 def _validate(config: RunConfig, index: Any) -> None:
-    """The overlap is a share, and (with data) each owner gets a band at least one pixel wide."""
-    overlap = float(config.option("overlap", 1.0))
-    if not 0 < overlap <= 1:
-        raise ConfigError(f"--overlap must be in (0, 1], got {overlap}")
-    if config.option("labels", "server") not in ("server", "client"):
-        raise ConfigError(f"--labels {config.option('labels')!r} is not one of server, client")
-    if config.option("labels", "server") == "client" and config.clients < 2:
+    """Labels on a client need another owner, and (with data) each owner gets a band at least one pixel wide."""
+    if config.option("labels") == "client" and config.clients < 2:
         raise ConfigError("--labels client needs at least 2 clients: the label holder and another data owner")
     if index is not None:
         band_bounds(index.shape[2], config.clients)
         split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--labels",
-        choices=("server", "client"),
-        default="server",
-        help="who holds the labels: the server (default, OpenMined's 'data scientist') or client 1, "
-        "which then runs PSI with the other owners through the server and computes the loss on "
-        "the logits the server sends it, so labels never leave it",
-    )
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=1.0,
-        help="simulated share of all samples each owner holds (sampled independently per owner; the "
-        "intersection is found by PSI) (default %(default)s)",
-    )
+def _share(value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"must be in (0, 1], got {value}")
 
 
 SPEC = ProtocolSpec(
@@ -269,8 +246,26 @@ SPEC = ProtocolSpec(
     summary="PyVertical: each client holds a vertical band of the same samples, aligned by PSI; labels on the server",
     server=VerticalServer,
     client=VerticalOwner,
-    add_arguments=_add_arguments,
-    options=lambda args: {"overlap": args.overlap, "labels": args.labels},
+    messages=frozenset({"psi", "ids", "pull", "forward", "gradient", "logits", "eval", "eval_result"}),
+    options=(
+        Option(
+            "labels",
+            str,
+            "server",
+            "who holds the labels: the server (default, OpenMined's 'data scientist') or client 1, "
+            "which then runs PSI with the other owners through the server and computes the loss on "
+            "the logits the server sends it, so labels never leave it",
+            choices=("server", "client"),
+        ),
+        Option(
+            "overlap",
+            float,
+            1.0,
+            "simulated share of all samples each owner holds (sampled independently per owner; the "
+            "intersection is found by PSI)",
+            check=_share,
+        ),
+    ),
     validate=_validate,
     augments=False,
     uses_model=False,

@@ -18,8 +18,8 @@ from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.vertical import band_bounds, seeded_head
 from splitfed.optim import make_optimizer
+from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
-from splitfed.transport.link import ClientLink
 from splitfed.wire import Message
 
 from . import psi
@@ -49,10 +49,10 @@ class VerticalOwner(ClientRole):
             self.rows = list(range(len(self.index)))
             self.cols = None
         else:  # simulation: a share of the samples, band k of each image
-            self.rows = owner_ids(self.index.ids, float(self.config.option("overlap", 1.0)), self.config.seed, self.k)
+            self.rows = owner_ids(self.index.ids, float(self.config.option("overlap")), self.config.seed, self.k)
             self.cols = band_bounds(self.index.shape[2], self.K)[self.k]
         self.my_ids = [self.index.ids[r] for r in self.rows]
-        self.holds_labels = self.config.option("labels", "server") == "client" and self.k == 0
+        self.holds_labels = self.config.option("labels") == "client" and self.k == 0
         c, h, w = self.index.shape
         width = w if self.cols is None else self.cols[1] - self.cols[0]
         self.head = seeded_head(c, h, width, self.config.seed, self.k).to(device)
@@ -67,18 +67,21 @@ class VerticalOwner(ClientRole):
         x, _ = self.index.load([where[i] for i in ids])
         return x if self.cols is None else x[..., self.cols[0] : self.cols[1]].contiguous()
 
-    def setup(self, link: ClientLink) -> None:
+    def describe(self) -> dict:
         meta = {"n_ids": len(self.my_ids), "position": self.k, "holds_labels": self.holds_labels}
         if self.holds_labels:
             meta["classes"] = self.classes = self.index.classes
-        ask = link.request(Message("ready", meta=meta), expect=("psi",))
+        return meta
+
+    def setup(self, server: Server, ack: Message) -> None:
+        """PSI: answer the label holder's request (in the ack, or relayed by the server), or be the holder."""
         if self.holds_labels:
-            reply = self._align_as_label_holder(link)
+            reply = self._align_as_label_holder(server)
         else:
+            ask = ack if "request" in ack.tensors else server.request(Message("psi"), "psi")
             setup, response = psi.owner_answer(self.my_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
-            reply = link.request(
-                Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
-                expect=("ids",),
+            reply = server.request(
+                Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}), "ids"
             )
         train_ids, test_ids = decode_ids(reply.tensors["train"]), decode_ids(reply.tensors["test"])
         self.train_x, self.test_x = self._load(train_ids), self._load(test_ids)
@@ -88,12 +91,12 @@ class VerticalOwner(ClientRole):
             self.test_y = torch.tensor([label_of[i] for i in test_ids])
         del self.index  # everything else this owner had stays out of memory from here on
 
-    def _align_as_label_holder(self, link: ClientLink) -> Message:
+    def _align_as_label_holder(self, server: Server) -> Message:
         """PSI client for the other owners (through the server's relay); decide the split; share the ids."""
         holder = psi.LabelHolder(self.my_ids)
-        answers = link.request(
+        answers = server.request(
             Message("psi", meta={"n": len(holder.ids)}, tensors={"request": psi.to_tensor(holder.request)}),
-            expect=("psi",),
+            "psi",
         )
         common = set(holder.ids)
         for k in range(1, self.K):
@@ -110,29 +113,29 @@ class VerticalOwner(ClientRole):
         train_ids = [i for i in ordered if i in train_set]
         test_ids = [i for i in ordered if i not in train_set]
         ids = {"train": encode_ids(train_ids), "test": encode_ids(test_ids)}
-        return link.request(Message("ids", tensors=ids), expect=("ids",))
+        return server.request(Message("ids", tensors=ids), "ids")
 
-    def _loss_here(self, link: ClientLink, reply: Message, rows: torch.Tensor, train: bool) -> Message:
+    def _loss_here(self, server: Server, reply: Message, rows: torch.Tensor, train: bool) -> Message:
         """Label holder: the server sent logits; return d(loss)/d(logits) (train), or keep the tally (eval)."""
         y = (self.train_y if train else self.test_y)[rows]
         logits = reply.tensors["logits"].float().requires_grad_(train)
         if not train:  # the test tally leaves only once, with eval_done: no per-batch label mix
             self.eval_tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
-            return link.request(Message("gradient"), expect=("eval_result",))
+            return server.request(Message("gradient"), "eval_result")
         loss, meta = loss_with_counts(logits, y, self.config.label_smoothing)
         loss.backward()
-        return link.request(Message("gradient", meta=meta, tensors={"grad": logits.grad}), expect=("gradient",))
+        return server.request(Message("gradient", meta=meta, tensors={"grad": logits.grad}), "gradient")
 
-    def _phase(self, link: ClientLink, phase: str, x: torch.Tensor) -> None:
-        rows = link.request(Message("pull", meta={"phase": phase}), expect=("ids",)).tensors["rows"]
+    def _phase(self, server: Server, phase: str, x: torch.Tensor) -> None:
+        rows = server.request(Message("pull", meta={"phase": phase}), "ids").tensors["rows"]
         while len(rows):
             if phase == "train":
                 acts = self.head(x[rows].to(self.device))
                 msg = Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)})
                 if self.holds_labels:
-                    reply = self._loss_here(link, link.request(msg, expect=("logits",)), rows, train=True)
+                    reply = self._loss_here(server, server.request(msg, "logits"), rows, train=True)
                 else:
-                    reply = link.request(msg, expect=("gradient",))
+                    reply = server.request(msg, "gradient")
                 self.opt.zero_grad(set_to_none=True)
                 acts.backward(from_wire(reply.tensors["grad"], self.device))
                 self.opt.step()
@@ -140,10 +143,10 @@ class VerticalOwner(ClientRole):
                 with torch.no_grad():
                     acts = to_wire(self.head(x[rows].to(self.device)), self.config.wire_dtype)
                 if self.holds_labels:
-                    logits = link.request(Message("eval", tensors={"acts": acts}), expect=("logits",))
-                    reply = self._loss_here(link, logits, rows, train=False)
+                    logits = server.request(Message("eval", tensors={"acts": acts}), "logits")
+                    reply = self._loss_here(server, logits, rows, train=False)
                 else:
-                    reply = link.request(Message("eval", tensors={"acts": acts}), expect=("eval_result",))
+                    reply = server.request(Message("eval", tensors={"acts": acts}), "eval_result")
             rows = reply.tensors["rows"]
 
     def state_dict(self) -> dict:
@@ -153,13 +156,13 @@ class VerticalOwner(ClientRole):
         self.head.load_state_dict(state["head"])
         self.opt.load_state_dict(state["optimizer"])
 
-    def train_round(self, link: ClientLink, round: int) -> None:
+    def train_round(self, server: Server, round: int) -> None:
         self.head.train()
-        self._phase(link, "train", self.train_x)
+        self._phase(server, "train", self.train_x)
 
-    def evaluate(self, link: ClientLink, round: int) -> None:
+    def evaluate(self, server: Server, round: int) -> dict:
         self.eval_tally = Tally(len(self.classes)) if self.holds_labels else None
         self.head.eval()
-        self._phase(link, "eval", self.test_x)
+        self._phase(server, "eval", self.test_x)
         self.head.train()
-        link.send(Message("eval_done", meta=self.eval_tally.to_meta() if self.eval_tally is not None else {}))
+        return self.eval_tally.to_meta() if self.eval_tally is not None else {}

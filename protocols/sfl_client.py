@@ -14,11 +14,11 @@ import torch
 from splitfed.data.shards import ClientShard, batch_order, client_shard
 from splitfed.models import build_model, resolve_cut, split_model
 from splitfed.optim import make_optimizer
+from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
-from splitfed.transport.link import ClientLink
 from splitfed.wire import Message
 
-from .handshake import ready_message
+from .handshake import describe_shard
 from .split_steps import from_wire, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,10 @@ class SFLClient(ClientRole):
         self.half = split_model(full, resolve_cut(cfg.model, cfg.cut, full))[0].to(device)
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
-    def setup(self, link: ClientLink) -> None:
-        ack = link.request(ready_message(self.shard), expect=("ack",))
+    def describe(self) -> dict:
+        return describe_shard(self.shard)
+
+    def setup(self, server: Server, ack: Message) -> None:
         if ack.tensors:  # a resumed run: start from the checkpointed client half
             self.half.load_state_dict(ack.tensors)
 
@@ -61,7 +63,7 @@ class SFLClient(ClientRole):
     def load_state_dict(self, state: dict) -> None:
         self.opt.load_state_dict(state["optimizer"])
 
-    def train_round(self, link: ClientLink, round: int) -> None:
+    def train_round(self, server: Server, round: int) -> None:
         cfg, s = self.config, self.shard
         self.half.train()
         for epoch in range(cfg.local_epochs):
@@ -73,10 +75,10 @@ class SFLClient(ClientRole):
                 x, y = s.train_batch(
                     rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i
                 )
-                self.train_batch(link, x, y, last=last, step=i)
-        self.exchange_weights(link)
+                self.train_batch(server, x, y, last=last, step=i)
+        self.exchange_weights(server)
 
-    def train_batch(self, link: ClientLink, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
+    def train_batch(self, server: Server, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
         acts = self.half(x.to(self.device))
         msg = Message(
             "forward",
@@ -84,23 +86,23 @@ class SFLClient(ClientRole):
             tensors={"acts": to_wire(acts, self.config.wire_dtype), "labels": y},
             step=step,
         )
-        reply = link.request(msg, expect=("gradient",))
+        reply = server.request(msg, "gradient")
         self.opt.zero_grad(set_to_none=True)
         acts.backward(from_wire(reply.tensors["grad"], self.device))
         self.opt.step()
 
-    def exchange_weights(self, link: ClientLink) -> None:
+    def exchange_weights(self, server: Server) -> None:
         msg = Message("weights", meta={"n": len(self.shard.train_y)}, tensors=state_copy(self.half))
-        reply = link.request(msg, expect=("weights",))
+        reply = server.request(msg, "weights")
         self.half.load_state_dict(reply.tensors)
 
     @torch.no_grad()
-    def evaluate(self, link: ClientLink, round: int) -> None:
+    def evaluate(self, server: Server, round: int) -> dict:
         s = self.shard
         self.half.eval()
         for start in range(0, len(s.test_y), EVAL_BATCH):
             x, y = s.test_x[start : start + EVAL_BATCH], s.test_y[start : start + EVAL_BATCH]
             acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
-            link.request(Message("eval", tensors={"acts": acts, "labels": y}), expect=("eval_result",))
+            server.request(Message("eval", tensors={"acts": acts, "labels": y}), "eval_result")
         self.half.train()
-        link.send(Message("eval_done"))
+        return {}

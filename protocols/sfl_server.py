@@ -1,19 +1,19 @@
-"""What SFLv1's and SFLv2's servers share: the handshake, evaluation and round-end FedAvg."""
+"""What the SplitFed servers (SFLv1, SFLv2, SL) share: setup, the server step, evaluation and round-end FedAvg."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from splitfed.aggregation import fedavg
-from splitfed.errors import ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models import build_model, resolve_cut, split_model
 from splitfed.optim import make_optimizer
+from splitfed.peers import Clients
 from splitfed.protocol import RoundResult, ServerRole
-from splitfed.transport.link import ServerLink
 from splitfed.wire import Message
 
 from .handshake import Joined
@@ -21,12 +21,15 @@ from .split_steps import from_wire, server_eval, server_step, state_copy, to_wir
 
 log = logging.getLogger(__name__)
 
+#: the kinds every SplitFed protocol sends: a batch forward and its gradient, round-end weights, test batches
+SFL_MESSAGES = frozenset({"forward", "gradient", "weights", "eval", "eval_result"})
+
 
 class SFLServerBase(ServerRole):
     """Subclasses say how many server halves there are and in which order clients train."""
 
-    def setup(self, link: ServerLink) -> dict[str, Any]:
-        joined = Joined.gather(link)
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
+        joined = Joined.from_ready(ready)
         self.clients, self.n_train = joined.clients, joined.n_train
         self.classes, self.shape = joined.classes, joined.shape
         cfg = self.config
@@ -45,8 +48,11 @@ class SFLServerBase(ServerRole):
                 half.load_state_dict(self.resume["server_half"])
             for key, opt_state in zip(self.half_keys(), self.resume.get("server_optimizers", []), strict=False):
                 self.opts[key].load_state_dict(opt_state)
-        joined.ack(link, start=self.client_state if self.resume is not None else None)
         return {**joined.facts, "cut": self.cut}
+
+    def start(self, peer: str) -> Message | None:
+        """A resumed run's clients start from the checkpointed client half."""
+        return Message("ack", tensors=self.client_state) if self.resume is not None else None
 
     def half_keys(self) -> list[str]:
         raise NotImplementedError
@@ -60,7 +66,7 @@ class SFLServerBase(ServerRole):
         server.load_state_dict(half.state_dict())
         return server.to(self.device)
 
-    def forward_step(self, link: ServerLink, peer: str, msg: Message, tally: Tally) -> None:
+    def forward_step(self, clients: Clients, peer: str, msg: Message, tally: Tally) -> None:
         key = self.half_for(peer)
         acts = from_wire(msg.tensors["acts"], self.device)
         labels = msg.tensors["labels"].to(self.device)
@@ -74,30 +80,28 @@ class SFLServerBase(ServerRole):
             tensors={"grad": to_wire(grad, self.config.wire_dtype)},
             step=msg.step,
         )
-        link.reply(peer, reply)
+        clients.reply(peer, reply)
 
-    def average_clients(self, link: ServerLink, weights: dict[str, Message]) -> None:
-        """FedAvg of the client halves, weighted by sample count; everyone gets the average."""
-        order = sorted(weights, key=self.clients.index)
+    def average_clients(self, clients: Clients, weights: dict[str, Message]) -> None:
+        """FedAvg of the client halves (``weights`` in client order), weighted by sample count;
+        everyone gets the average."""
+        order = list(weights)
         avg = fedavg([weights[p].tensors for p in order], [float(weights[p].meta["n"]) for p in order])
         self.client_state = avg
-        for peer in order:
-            link.reply(peer, Message("weights", tensors=avg))
+        clients.reply_all(Message("weights", tensors=avg))
 
-    def evaluate(self, link: ServerLink, round: int) -> RoundResult:
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        finished: set[str] = set()
-        while len(finished) < len(self.clients):
-            peer, msg = link.recv(expect=("eval", "eval_done"))
-            if msg.kind == "eval_done":
-                finished.add(peer)
-                continue
+
+        def test_batch(peer: str, msg: Message) -> None:
             labels = msg.tensors["labels"].to(self.device)
             logits, loss_sum = server_eval(
                 self.halves[self.half_for(peer)], from_wire(msg.tensors["acts"], self.device), labels
             )
             correct = tally.add(logits, labels, loss_sum)
-            link.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
+            clients.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
+
+        clients.gather("eval_done", on={"eval": test_batch})
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:
@@ -108,7 +112,6 @@ class SFLServerBase(ServerRole):
             "server_optimizers": [self.opts[k].state_dict() for k in keys],  # one per copy, in client order
         }
 
-    @staticmethod
-    def check_sender(peer: str, msg: Message, seen: dict[str, Any]) -> None:
-        if peer in seen:
-            raise ProtocolError(f"{peer} sent {msg.kind!r} twice in one round")
+    def forward_handler(self, clients: Clients, tally: Tally) -> Callable[[str, Message], None]:
+        """Serves a client's training batch at once (SFLv1, SL)."""
+        return lambda peer, msg: self.forward_step(clients, peer, msg, tally)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from splitfed.aggregation import fedavg
 from splitfed.metrics import Tally
+from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
-from splitfed.transport.link import ServerLink
-from splitfed.wire import Message
 
 from .sfl_client import SFLClient
-from .sfl_server import SFLServerBase
+from .sfl_server import SFL_MESSAGES, SFLServerBase
 
 
 class SFLv1Server(SFLServerBase):
@@ -26,18 +25,11 @@ class SFLv1Server(SFLServerBase):
     def half_for(self, peer: str) -> str:
         return peer
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        weights: dict[str, Message] = {}
-        while len(weights) < len(self.clients):
-            peer, msg = link.recv(expect=("forward", "weights"))
-            if msg.kind == "forward":
-                self.forward_step(link, peer, msg, tally)
-            else:
-                self.check_sender(peer, msg, weights)
-                weights[peer] = msg
+        weights = clients.gather("weights", on={"forward": self.forward_handler(clients, tally)})
         self.average_server_copies()
-        self.average_clients(link, weights)
+        self.average_clients(clients, weights)
         return RoundResult(tally)
 
     def average_server_copies(self) -> None:
@@ -52,4 +44,5 @@ SPEC = ProtocolSpec(
     summary="SplitFed v1: clients train in parallel, one server-half copy per client, both halves FedAvg'd per round",
     server=SFLv1Server,
     client=SFLClient,
+    messages=SFL_MESSAGES,
 )

@@ -13,18 +13,15 @@ server half is not averaged. Optimizer state persists across batches and rounds.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 import numpy as np
 
 from splitfed.metrics import Tally
-from splitfed.protocol import ProtocolSpec, RoundResult
-from splitfed.transport.link import ServerLink
+from splitfed.peers import Clients
+from splitfed.protocol import Option, ProtocolSpec, RoundResult
 from splitfed.wire import Message
 
 from .sfl_client import SFLClient
-from .sfl_server import SFLServerBase
+from .sfl_server import SFL_MESSAGES, SFLServerBase
 
 ORDERS = ("sequential", "interleaved")
 
@@ -40,44 +37,27 @@ class SFLv2Server(SFLServerBase):
         rng = np.random.default_rng([self.config.seed, round])
         return [self.clients[i] for i in rng.permutation(len(self.clients))]
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
-        interleaved = self.config.option("order", "sequential") == "interleaved"
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
+        interleaved = self.config.option("order") == "interleaved"
         tally = Tally(len(self.classes))
         active, turn = self.turn_order(round), 0
         waiting: dict[str, Message] = {}  # forwards held back until their sender's turn
-        weights: dict[str, Message] = {}
-        while len(weights) < len(self.clients):
-            peer, msg = link.recv(expect=("forward", "weights"))
-            if msg.kind == "weights":
-                self.check_sender(peer, msg, weights)
-                weights[peer] = msg
-                continue
+
+        def forward(peer: str, msg: Message) -> None:
+            nonlocal turn
             waiting[peer] = msg
             while active and active[turn] in waiting:
                 current = active[turn]
                 batch = waiting.pop(current)
-                self.forward_step(link, current, batch, tally)
+                self.forward_step(clients, current, batch, tally)
                 if batch.meta.get("last"):
                     active.remove(current)
                 elif interleaved:
                     turn += 1
                 turn = turn % len(active) if active else 0
-        self.average_clients(link, weights)
+
+        self.average_clients(clients, clients.gather("weights", on={"forward": forward}))
         return RoundResult(tally)
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--order",
-        choices=ORDERS,
-        default="sequential",
-        help="sequential (default, as the reference code): each client runs its whole local epoch in its turn; "
-        "interleaved (as the paper): one batch per client, round-robin in the round's random order",
-    )
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"order": args.order}
 
 
 SPEC = ProtocolSpec(
@@ -85,6 +65,15 @@ SPEC = ProtocolSpec(
     summary="SplitFed v2: one server half trained on clients in a random order each round; client halves FedAvg'd",
     server=SFLv2Server,
     client=SFLClient,
-    add_arguments=_add_arguments,
-    options=_options,
+    messages=SFL_MESSAGES,
+    options=(
+        Option(
+            "order",
+            str,
+            "sequential",
+            "sequential (default, as the reference code): each client runs its whole local epoch in its turn; "
+            "interleaved (as the paper): one batch per client, round-robin in the round's random order",
+            choices=ORDERS,
+        ),
+    ),
 )

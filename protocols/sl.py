@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from splitfed.errors import ProtocolError
 from splitfed.metrics import Tally
+from splitfed.peers import Clients, Server
 from splitfed.protocol import ProtocolSpec, RoundResult
-from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.wire import Message
 
 from .sfl_client import SFLClient
-from .sfl_server import SFLServerBase
+from .sfl_server import SFL_MESSAGES, SFLServerBase
 
 
 class SLClient(SFLClient):
-    def train_round(self, link: ClientLink, round: int) -> None:
-        start = link.request(Message("turn"), expect=("weights",))  # answered when it is our turn
+    def train_round(self, server: Server, round: int) -> None:
+        start = server.request(Message("turn"), "weights")  # answered when it is our turn
         self.half.load_state_dict(start.tensors)
-        super().train_round(link, round)
+        super().train_round(server, round)
 
 
 class SLServer(SFLServerBase):
@@ -33,30 +33,39 @@ class SLServer(SFLServerBase):
     def half_for(self, peer: str) -> str:
         return "shared"
 
-    def train_round(self, link: ServerLink, round: int) -> RoundResult:
+    def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
         queue = list(self.clients)  # fixed order; the first client of the round starts from the last one's weights
         waiting: set[str] = set()
-        finished: dict[str, Message] = {}
         current: str | None = None
-        while len(finished) < len(self.clients):
+
+        def hand_on() -> None:
+            nonlocal current
             if current is None and queue and queue[0] in waiting:
                 current = queue.pop(0)
                 waiting.discard(current)
-                link.reply(current, Message("weights", tensors=self.client_state))
-            peer, msg = link.recv(expect=("turn", "forward", "weights"))
-            if msg.kind == "turn":
-                waiting.add(peer)
-            elif peer != current:
+                clients.reply(current, Message("weights", tensors=self.client_state))
+
+        def in_turn(peer: str) -> None:
+            if peer != current:
                 raise ProtocolError(f"{peer} trained out of turn (it is {current}'s turn)")
-            elif msg.kind == "forward":
-                self.forward_step(link, peer, msg, tally)
-            else:
-                self.client_state = dict(msg.tensors)
-                finished[peer] = msg
-                current = None
-        for peer in self.clients:
-            link.reply(peer, Message("weights", tensors=self.client_state))
+
+        def turn(peer: str, msg: Message) -> None:
+            waiting.add(peer)
+            hand_on()
+
+        def forward(peer: str, msg: Message) -> None:
+            in_turn(peer)
+            self.forward_step(clients, peer, msg, tally)
+
+        def finished(peer: str, msg: Message) -> None:
+            nonlocal current
+            in_turn(peer)
+            self.client_state, current = dict(msg.tensors), None
+            hand_on()
+
+        clients.gather("weights", on={"turn": turn, "forward": forward}, each=finished)
+        clients.reply_all(Message("weights", tensors=self.client_state))
         return RoundResult(tally)
 
 
@@ -65,4 +74,5 @@ SPEC = ProtocolSpec(
     summary="Vanilla split learning: clients take turns on one model, handing the client half on",
     server=SLServer,
     client=SLClient,
+    messages=SFL_MESSAGES | {"turn"},
 )

@@ -120,14 +120,10 @@ def make_config(
 
 
 def protocol_options(spec: Any, given: dict[str, Any]) -> dict[str, Any]:
-    """The protocol's own options: its defaults, overridden by ``given``; unknown names are refused."""
-    import argparse
+    """The protocol's own options (its :class:`~splitfed.protocol.Option`s): checked, defaults filled in.
 
-    parser = argparse.ArgumentParser(prog=f"splitfed run {spec.name}", add_help=False)
-    if spec.add_arguments is not None:
-        spec.add_arguments(parser)
-    namespace = parser.parse_args([])
-    known = set(vars(namespace))
+    A name that is neither a setting nor one of the protocol's options is refused, with both lists."""
+    known = {o.name for o in spec.options}
     unknown = sorted(set(given) - known)
     if unknown:
         fields = sorted(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("protocol", "options"))
@@ -135,9 +131,7 @@ def protocol_options(spec: Any, given: dict[str, Any]) -> dict[str, Any]:
             f"unknown setting(s) {unknown} for {spec.name}; the settings are {fields}"
             + (f", and {spec.name}'s own {sorted(known)}" if known else "")
         )
-    for name, value in given.items():
-        setattr(namespace, name, value)
-    return spec.options(namespace) if spec.options else {}
+    return spec.option_values(given)
 
 
 def code_reference(name: str, value: Any, in_process: bool) -> str:

@@ -21,6 +21,7 @@ from splitfed.protocol import ProtocolSpec
 
 def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) -> None:
     """Raise ConfigError or DataError for what would fail once the run had started."""
+    config = config.replace(options=spec.option_values(config.options))  # the protocol's options, checked
     parse_scheme(config.partition)
     check_augment(config.augment)
     if not spec.augments and config.augment not in ("auto", "none"):

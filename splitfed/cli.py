@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         max_message_mb=args.max_message_mb,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
-        options=spec.options(args) if spec.options else {},
+        options=spec.option_values({o.name: getattr(args, o.name) for o in spec.options}),
     )
 
 

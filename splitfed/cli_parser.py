@@ -142,10 +142,23 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
     )
     r.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
-    if spec is not None and spec.add_arguments is not None:
-        spec.add_arguments(p.add_argument_group(f"{spec.name} options"))
+    if spec is not None and spec.options:
+        _protocol_flags(p.add_argument_group(f"{spec.name} options"), spec)
     if spec is not None and spec.defaults:
         p.set_defaults(**spec.defaults)
+
+
+def _protocol_flags(group: argparse._ArgumentGroup, spec: ProtocolSpec) -> None:
+    """One flag per protocol :class:`~splitfed.protocol.Option`; values are checked by ``spec.option_values``."""
+    for option in spec.options:
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.type,
+            default=option.default,
+            choices=option.choices,
+            help=option.help if "default" in option.help else f"{option.help} (default %(default)s)",
+        )
 
 
 def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:

@@ -1,31 +1,39 @@
-"""The interface between the runtime and a protocol: two roles, two classes.
+"""The contract between the runtime and a protocol: a :class:`ProtocolSpec` with two roles.
 
-A protocol module (under ``protocols/``) defines a :class:`ProtocolSpec` with a
-:class:`ServerRole` and a :class:`ClientRole`. The runtime owns the loop::
+A protocol module defines one ``SPEC`` (entry-point group ``splitfed.protocols``): its
+two roles, the message kinds it sends (:attr:`ProtocolSpec.messages`) and its own options
+(:class:`Option`, validated before any process starts). The runtime owns the rest::
 
-    server: role.setup(link); for r in rounds: role.train_round(link, r); role.evaluate(link, r)
-    client: role.setup(link); for r in rounds: role.train_round(link, r); role.evaluate(link, r)
+    server: hello/welcome; ready from every client -> role.setup(clients, ready) -> ack to all
+            (carrying role.start(peer)) -> role.prepare(clients); then per round
+            role.train_round(clients, r); role.evaluate(clients, r) -> ack or done to every client
+    client: hello/welcome; ready (role.describe()) -> role.setup(server, ack); then per round
+            role.train_round(server, r); eval_done (role.evaluate(server, r)) -> ack or done
 
-Roles never touch sockets: they get a :class:`~splitfed.transport.link.ServerLink`
-or :class:`~splitfed.transport.link.ClientLink`. ``ServerRole.evaluate`` returns once
-every client has sent ``eval_done`` and leaves those requests unanswered: the runtime
-answers them with ``ack`` (next round) or ``done`` (the run is over).
+Roles never touch sockets or links: the server role gets :class:`~splitfed.peers.Clients`
+(``gather``, ``reply``, ``reply_all``, ``recv``) and the client role a
+:class:`~splitfed.peers.Server` (``request``, ``send``, ``heartbeat``). A link refuses any
+kind outside the runtime's own (:data:`splitfed.wire.RUNTIME_KINDS`) and the protocol's
+``messages``. ``ServerRole.evaluate`` gathers every client's ``eval_done`` (serving their
+test batches meanwhile) and leaves those requests unanswered: the runtime answers them.
 """
 
 from __future__ import annotations
 
-import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from splitfed.config import RunConfig
+from splitfed.errors import ConfigError
 
 if TYPE_CHECKING:  # `splitfed --help` and `import splitfed` must not wait for torch
     import torch
 
     from splitfed.metrics import Tally
+    from splitfed.peers import Clients, Server
+    from splitfed.wire import Message
 
 
 @dataclass
@@ -68,14 +76,25 @@ class ServerRole(ABC):
         self.resume: dict[str, Any] | None = None
 
     @abstractmethod
-    def setup(self, link: Any) -> dict[str, Any]:
-        """Handshake with the clients after ``welcome``; returns facts for config.json/summary."""
+    def setup(self, clients: Clients, ready: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Set up from every client's ``ready`` description (by client, in client order), before the
+        runtime acks them; returns facts for config.json. ``self.resume`` is set when a run resumes."""
+
+    def start(self, peer: str) -> Message | None:
+        """What the runtime's ``ack`` to ``peer``'s ``ready`` carries (e.g. a resumed run's weights)."""
+        return None
+
+    def prepare(self, clients: Clients) -> dict[str, Any]:
+        """Exchanges that follow the handshake, before round 1 (PyVertical's PSI); more facts."""
+        return {}
 
     @abstractmethod
-    def train_round(self, link: Any, round: int) -> RoundResult: ...
+    def train_round(self, clients: Clients, round: int) -> RoundResult: ...
 
     @abstractmethod
-    def evaluate(self, link: Any, round: int) -> RoundResult: ...
+    def evaluate(self, clients: Clients, round: int) -> RoundResult:
+        """Serve the clients' evaluation until every one has sent ``eval_done`` (``clients.gather``),
+        leaving those unanswered: the runtime answers them with ``ack`` or ``done``."""
 
     def checkpoint(self) -> dict[str, Any]:
         """The server's state at round end: global weights and the state of every optimizer it
@@ -95,15 +114,20 @@ class ClientRole(ABC):
         self.assignment, self.config = assignment, assignment.config
         self.data, self.device, self.name = data, device, name
 
-    @abstractmethod
-    def setup(self, link: Any) -> None: ...
+    def describe(self) -> dict[str, Any]:
+        """What this client tells the server in ``ready`` (its data); sent by the runtime."""
+        return {}
+
+    def setup(self, server: Server, ack: Message) -> None:
+        """The server's ``ack`` to ``ready`` arrived (with a resumed run's weights, where it has any)."""
+        return None
 
     @abstractmethod
-    def train_round(self, link: Any, round: int) -> None: ...
+    def train_round(self, server: Server, round: int) -> None: ...
 
     @abstractmethod
-    def evaluate(self, link: Any, round: int) -> None:
-        """Evaluate, then send ``eval_done`` without waiting: the runtime reads the answer."""
+    def evaluate(self, server: Server, round: int) -> dict[str, Any]:
+        """Evaluate; returns what the runtime's ``eval_done`` carries (e.g. a tally's to_meta())."""
 
     def state_dict(self) -> dict[str, Any]:
         """What this client owns that the server never holds (optimizer state, private layers).
@@ -119,15 +143,48 @@ class ClientRole(ABC):
 
 
 @dataclass(frozen=True)
+class Option:
+    """One protocol option: the flag ``--name-with-dashes`` of ``splitfed run/server PROTOCOL``, and
+    ``config.option(name)`` in the roles. Validated (``choices``, ``check``) before any process starts."""
+
+    name: str  # a Python name; the flag is --name-with-dashes
+    type: Callable[[Any], Any]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    #: raises ValueError (or ConfigError) saying what is wrong with a value, after the flag: 'must be >= 1, got 0'
+    check: Callable[[Any], None] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def value(self, raw: Any) -> Any:
+        """``raw`` converted and checked; a ConfigError naming the flag otherwise."""
+        try:
+            value = self.type(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.flag} {raw!r} is not a valid {getattr(self.type, '__name__', 'value')}") from exc
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.flag} {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if self.check is not None:
+            try:
+                self.check(value)
+            except (ValueError, ConfigError) as exc:
+                raise ConfigError(f"{self.flag} {exc}") from None
+        return value
+
+
+@dataclass(frozen=True)
 class ProtocolSpec:
     name: str
     summary: str
     server: type[ServerRole]
     client: type[ClientRole]
-    #: adds protocol-specific flags to ``splitfed run NAME`` / ``splitfed server NAME``
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    #: turns parsed flags into ``RunConfig.options``
-    options: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+    #: the message kinds this protocol sends, besides the runtime's own (a link refuses any other)
+    messages: frozenset[str] = frozenset()
+    #: its own options: flags of ``splitfed run NAME`` / ``splitfed server NAME``, kept in ``RunConfig.options``
+    options: tuple[Option, ...] = ()
     #: sensible defaults that differ from RunConfig's (e.g. another learning rate)
     defaults: dict[str, Any] = field(default_factory=dict)
     #: False for protocols run in one process with no clients (centralised)
@@ -142,3 +199,23 @@ class ProtocolSpec:
     #: Given the config and the dataset's index (None where the caller holds no data, as a
     #: remote server). Without it the runtime checks the split model's cut and the partition.
     validate: Callable[[RunConfig, Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        from splitfed.wire import RUNTIME_KINDS, check_kind
+
+        for kind in self.messages:
+            check_kind(kind)  # a short lower-case identifier, as the wire wants
+        taken = sorted(self.messages & RUNTIME_KINDS)
+        if taken:
+            raise ConfigError(f"protocol {self.name!r} declares the runtime's own kinds {taken}; leave them out")
+
+    def option_values(self, given: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
+        """Every option of this protocol: the given values (a mapping or keywords) converted and
+        checked, defaults for the rest. Raises ConfigError naming the flag of a bad or unknown one."""
+        values = {**(given or {}), **kwargs}
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            flags = ", ".join(o.flag for o in self.options) or "none"
+            raise ConfigError(f"{self.name} has no option {unknown[0]!r} (its options: {flags})")
+        return {name: o.value(values[name]) if name in values else o.default for name, o in known.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,30 +22,34 @@ from splitfed.errors import WireError
 
 WIRE_VERSION = 1
 
-#: Message kinds a peer may send. Anything else is rejected by :func:`decode`.
-KINDS = frozenset(
+#: The runtime's own message kinds, the same in every protocol. A protocol declares its own kinds
+#: (``ProtocolSpec.messages``); the wire checks only that a kind is a short identifier, and a link
+#: refuses any kind that is neither the runtime's nor its protocol's.
+RUNTIME_KINDS = frozenset(
     {
-        "hello",  # client -> server: who I am, what data I hold
+        "hello",  # client -> server: who I am, how long I wait
         "welcome",  # server -> client: the run's configuration
-        "ready",  # client -> server: a protocol's own handshake (data description)
-        "forward",  # client -> server: cut-layer activations (+ labels)
-        "gradient",  # server -> client: gradient at the cut (+ loss, correct)
-        "weights",  # both ways: a model half's weights at round end
-        "eval",  # client -> server: activations of a test batch
-        "logits",  # server -> label-holding client: outputs to compute the loss on (PyVertical --labels client)
-        "eval_result",  # server -> client: loss and correct count of a test batch
-        "eval_done",  # client -> server: no more test batches this round
-        "turn",  # client -> server: may I start my turn? (vanilla split learning)
+        "ready",  # client -> server: the client's data description, answered with ack when all are set up
+        "eval_done",  # client -> server: this round's evaluation is over (with what the protocol reports)
         "ack",  # either way: received, nothing to return
         "wait",  # keep-alive: server -> waiting client, or client -> server during local work
         "done",  # server -> client: the run is over, exit
         "error",  # either way: a request was rejected; meta["error"] says why
-        "psi",  # PSI protocol messages (serialized protobuf bytes as uint8 tensors)
-        "ids",  # a list of sample ids (PyVertical batches and alignment)
-        "hidden",  # FedSL: a hidden state handed along the sequence
-        "pull",  # FedSL: a party asks for the state it starts from
     }
 )
+
+#: What a message kind looks like on the wire: a short lower-case identifier.
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def check_kind(kind: Any, kinds: frozenset[str] | None = None) -> str:
+    """``kind`` if it is a well-formed kind (and, given ``kinds``, one of them); WireError otherwise."""
+    if not isinstance(kind, str) or not KIND_PATTERN.fullmatch(kind):
+        raise WireError(f"malformed message kind {str(kind)[:40]!r}: a kind is a short lower-case identifier")
+    if kinds is not None and kind not in kinds:
+        raise WireError(f"unknown message kind {kind!r}; this run uses {sorted(kinds)}")
+    return kind
+
 
 #: Dtypes allowed on the wire, by their wire name.
 DTYPES: dict[str, torch.dtype] = {
@@ -91,10 +96,12 @@ def _as_bytes_view(t: torch.Tensor) -> memoryview:
     return memoryview(flat.numpy())
 
 
-def encode(msg: Message) -> list[bytes | memoryview]:
-    """Turn a message into frames: ``[header_json, tensor_0, tensor_1, ...]``."""
-    if msg.kind not in KINDS:
-        raise WireError(f"unknown message kind {msg.kind!r}; known kinds: {sorted(KINDS)}")
+def encode(msg: Message, *, kinds: frozenset[str] | None = None) -> list[bytes | memoryview]:
+    """Turn a message into frames: ``[header_json, tensor_0, tensor_1, ...]``.
+
+    ``kinds``: the kinds this side may send (a link passes its run's); without it, any well-formed kind.
+    """
+    check_kind(msg.kind, kinds)
     specs = []
     frames: list[bytes | memoryview] = []
     for name, tensor in msg.tensors.items():
@@ -150,10 +157,12 @@ def decode(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_tensors: int = DEFAULT_MAX_TENSORS,
+    kinds: frozenset[str] | None = None,
 ) -> Message:
     """Validate frames and build a :class:`Message`; raise :class:`WireError` on anything odd.
 
-    Every check happens before any tensor memory is allocated.
+    Every check happens before any tensor memory is allocated. ``kinds``: the kinds accepted (a link
+    passes its run's: the runtime's and its protocol's); without it, any well-formed kind.
     """
     if not frames:
         raise WireError("empty message: expected a JSON header frame")
@@ -173,9 +182,7 @@ def decode(
         raise WireError("header is not a JSON object")
     if header.get("v") != WIRE_VERSION:
         raise WireError(f"wire version {header.get('v')!r} is not {WIRE_VERSION}: run the same splitfed on every party")
-    kind = header.get("kind")
-    if kind not in KINDS:
-        raise WireError(f"unknown message kind {kind!r}")
+    kind = check_kind(header.get("kind"), kinds)
     meta, specs = header.get("meta", {}), header.get("tensors", [])
     if not isinstance(meta, dict) or not isinstance(specs, list):
         raise WireError("header fields 'meta' must be an object and 'tensors' a list")

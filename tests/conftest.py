@@ -104,3 +104,36 @@ def start_server(splitfed_cmd, tmp_path: Path):
     for proc in started:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def member_thread():
+    """``with member_thread(address, name, body) as errors:`` runs ``body(link)`` for a client in a thread
+    (its ClientLink closed after), while the test plays the server; ``errors`` holds what it raised."""
+    import threading
+    from contextlib import contextmanager
+
+    from splitfed.transport.link import ClientLink
+    from splitfed.transport.zeromq import ZmqClientTransport
+
+    @contextmanager
+    def run(address: str, name: str, body, timeout: float = 20):
+        errors: list[BaseException] = []
+
+        def member() -> None:
+            link = ClientLink(ZmqClientTransport(address, name, max_bytes=2**26), timeout=timeout)
+            try:
+                body(link)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                errors.append(exc)
+            finally:
+                link.close()
+
+        thread = threading.Thread(target=member)
+        thread.start()
+        try:
+            yield errors
+        finally:
+            thread.join(timeout)
+
+    return run

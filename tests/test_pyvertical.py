@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,51 +15,41 @@ from splitfed.config import RunConfig
 from splitfed.errors import DataError
 from splitfed.testing import run_in_threads
 from splitfed.transport.link import ClientLink, ServerLink
-from splitfed.transport.zeromq import ZmqClientTransport, ZmqServerTransport
+from splitfed.transport.zeromq import ZmqServerTransport
 from splitfed.wire import Message
 
 
-def psi_over_sockets(holder_ids: list[str], owner_ids: list[str]) -> set[str]:
+def psi_over_sockets(member_thread, holder_ids: list[str], owner_ids: list[str]) -> set[str]:
     """One label holder and one owner, each on its own socket over tcp loopback."""
     server = ServerLink(ZmqServerTransport("tcp://127.0.0.1:*", max_bytes=2**26), timeout=20)
-    address = server.transport.address
-    errors: list[BaseException] = []
 
-    def owner() -> None:
-        link = ClientLink(ZmqClientTransport(address, "owner", max_bytes=2**26), timeout=20)
-        try:
-            ask = link.request(Message("hello"), expect=("psi",))
-            setup, response = psi.owner_answer(owner_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
-            link.request(
-                Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
-                expect=("ack",),
-            )
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            link.close()
-
-    t = threading.Thread(target=owner)
-    t.start()
-    try:
-        peer, _ = server.recv(expect=("hello",))
-        server.register(peer)
-        holder = psi.LabelHolder(holder_ids)
-        server.reply(
-            peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": psi.to_tensor(holder.request)})
+    def owner(link: ClientLink) -> None:
+        ask = link.request(Message("hello"), expect=("psi",))
+        setup, response = psi.owner_answer(owner_ids, psi.to_bytes(ask.tensors["request"]), int(ask.meta["n"]))
+        link.request(
+            Message("psi", tensors={"setup": psi.to_tensor(setup), "response": psi.to_tensor(response)}),
+            expect=("ack",),
         )
-        _, msg = server.recv(expect=("psi",))
-        common = holder.common_with(psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"]))
-        server.reply(peer, Message("ack"))
+
+    try:
+        with member_thread(server.transport.address, "owner", owner) as errors:
+            peer, _ = server.recv(expect=("hello",))
+            server.register(peer)
+            holder = psi.LabelHolder(holder_ids)
+            server.reply(
+                peer, Message("psi", meta={"n": len(holder.ids)}, tensors={"request": psi.to_tensor(holder.request)})
+            )
+            _, msg = server.recv(expect=("psi",))
+            common = holder.common_with(psi.to_bytes(msg.tensors["setup"]), psi.to_bytes(msg.tensors["response"]))
+            server.reply(peer, Message("ack"))
     finally:
-        t.join(20)
         server.close()
     assert not errors, errors
     return common
 
 
 @pytest.mark.parametrize("case", ["partial", "duplicates", "empty", "disjoint"])
-def test_psi_over_sockets_equals_plain_intersection(case: str) -> None:
+def test_psi_over_sockets_equals_plain_intersection(member_thread, case: str) -> None:
     rng = random.Random(case)
     pool = [f"id-{rng.randrange(10**9)}" for _ in range(600)]
     holder, owner = pool[:400], pool[200:]
@@ -70,7 +59,7 @@ def test_psi_over_sockets_equals_plain_intersection(case: str) -> None:
         owner = []
     elif case == "disjoint":
         holder, owner = pool[:300], pool[300:]
-    assert psi_over_sockets(holder, owner) == set(holder) & set(owner)
+    assert psi_over_sockets(member_thread, holder, owner) == set(holder) & set(owner)
 
 
 def test_psi_errors_are_clear() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from splitfed.errors import WireError
-from splitfed.wire import DTYPES, Message, decode, encode
+from splitfed.wire import DTYPES, RUNTIME_KINDS, Message, decode, encode
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
@@ -63,7 +63,9 @@ def _frames(**changes):
         ([], "empty message"),
         ([b"{not json"], "not valid JSON"),
         ([b"[1, 2]"], "not a JSON object"),
-        (_frames(kind="exec"), "unknown message kind"),
+        (_frames(kind="Exec me"), "malformed message kind"),
+        (_frames(kind="x" * 33), "malformed message kind"),
+        (_frames(kind=7), "malformed message kind"),
         (_frames(v=99), "wire version"),
         (_frames(tensors=[{"name": "acts", "dtype": "object", "shape": [2, 3]}]), "dtype 'object' is not allowed"),
         (_frames(tensors=[{"name": "acts", "dtype": "float32", "shape": [2, -3]}]), "shape"),
@@ -76,6 +78,15 @@ def _frames(**changes):
 def test_malformed_frames_are_rejected(frames, match: str) -> None:
     with pytest.raises(WireError, match=match):
         decode(frames)
+
+
+def test_a_kind_outside_the_runs_kinds_is_rejected() -> None:
+    kinds = RUNTIME_KINDS | {"forward"}
+    assert decode(_frames(kind="forward"), kinds=kinds).kind == "forward"
+    with pytest.raises(WireError, match="unknown message kind 'exec'"):
+        decode(_frames(kind="exec"), kinds=kinds)
+    with pytest.raises(WireError, match="unknown message kind 'pickle'"):
+        encode(Message("pickle"), kinds=kinds)
 
 
 def test_size_cap_is_checked_before_allocating() -> None:
@@ -94,8 +105,8 @@ def test_huge_declared_shape_is_rejected_without_allocating() -> None:
 
 
 def test_encode_refuses_what_it_cannot_send() -> None:
-    with pytest.raises(WireError, match="unknown message kind"):
-        encode(Message("pickle"))
+    with pytest.raises(WireError, match="malformed message kind"):
+        encode(Message("../pickle"))
     with pytest.raises(WireError, match="not allowed on the wire"):
         encode(Message("forward", tensors={"x": torch.ones(2, dtype=torch.complex64)}))
     with pytest.raises(WireError, match="not plain JSON"):

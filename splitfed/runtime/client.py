@@ -15,12 +15,13 @@ from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
+from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
 from splitfed.transport.schemes import client_transport
 from splitfed.transport.security import CurveClient
-from splitfed.wire import DEFAULT_MAX_BYTES, Message
+from splitfed.wire import DEFAULT_MAX_BYTES, RUNTIME_KINDS, Message
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def run_client(
     transport = transport or client_transport(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
-    link = ClientLink(transport, timeout=timeout)
+    link = ClientLink(transport, timeout=timeout, kinds=RUNTIME_KINDS)  # the protocol's kinds come with welcome
     try:
         hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
         welcome = link.request(hello, expect=("welcome",))
@@ -57,8 +58,10 @@ def run_client(
         set_threads(threads, config.clients + 1)
         assignment = Assignment(config, int(welcome.meta["index"]), int(welcome.meta["clients"]))
         log.info("%s is client %d of %d in a %s run", name, assignment.index, assignment.clients, config.protocol)
-        role = registry.get(config.protocol).client(assignment, data, resolve_device(device), name)
-        role.setup(link)
+        spec = registry.get(config.protocol)
+        link.kinds = RUNTIME_KINDS | spec.messages
+        role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
+        role.setup(server, link.request(Message("ready", meta=role.describe()), expect=("ack",)))
         follow_recipe(role, config)
         start = int(welcome.meta.get("start_round", 1))
         if start > 1:
@@ -68,9 +71,8 @@ def run_client(
             rnd += 1
             link.round = rnd
             start_round(role, config, rnd)
-            role.train_round(link, rnd)
-            role.evaluate(link, rnd)
-            answer = link.receive(expect=("ack", "done"))
+            role.train_round(server, rnd)
+            answer = link.request(Message("eval_done", meta=role.evaluate(server, rnd) or {}), expect=("ack", "done"))
             if answer.meta.get("checkpoint") and state_dir is not None:
                 save_state(role, state_dir, name, rnd)
             if answer.kind == "done":

@@ -17,13 +17,14 @@ from splitfed.config import TRAINING_FIELDS, RunConfig
 from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.optim import follow_recipe, start_round
+from splitfed.peers import Clients
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.schemes import server_transport
 from splitfed.transport.security import CurveServer
-from splitfed.wire import Message
+from splitfed.wire import RUNTIME_KINDS, Message
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) ->
     for i, peer in enumerate(link.clients):
         meta = {"config": training, "index": i, "clients": config.clients, "start_round": start_round}
         link.reply(peer, Message("welcome", meta=meta))
+
+
+def _ack(start: Message | None) -> Message:
+    """The runtime's answer to a client's ``ready``, carrying what the role starts it with."""
+    return Message("ack", meta=start.meta, tensors=start.tensors) if start is not None else Message("ack")
 
 
 def _version() -> str:
@@ -91,6 +97,7 @@ def serve(
     set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
     spec = registry.get(config.protocol)
+    config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
@@ -98,7 +105,9 @@ def serve(
     transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
-    link = ServerLink(transport, timeout=config.timeout, max_bytes=config.max_bytes)
+    link = ServerLink(
+        transport, timeout=config.timeout, max_bytes=config.max_bytes, kinds=RUNTIME_KINDS | spec.messages
+    )
     log.info(
         "%s server listening at %s for %d client(s)%s",
         config.protocol,
@@ -164,11 +173,16 @@ class _ServerRun:
         if self.spec.distributed:
             accept_clients(link, config, self.first)
         link.accepting = False
-        self.role = self.spec.server(config, device)
+        self.role = role = self.spec.server(config, device)
         ckpt = self.checkpoint
-        self.role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
-        facts = self.role.setup(link)
-        follow_recipe(self.role, config)
+        role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
+        clients = self.clients = Clients(link)
+        # the data handshake: every client describes its data; the role sets up; each ready is acked
+        ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
+        facts = role.setup(clients, ready)
+        clients.reply_all(lambda peer: _ack(role.start(peer)))
+        facts.update(role.prepare(clients))
+        follow_recipe(role, config)
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
@@ -178,8 +192,8 @@ class _ServerRun:
         link.round = rnd
         t0 = time.monotonic()
         lr = start_round(role, config, rnd)
-        train = role.train_round(link, rnd)
-        test = role.evaluate(link, rnd)
+        train = role.train_round(self.clients, rnd)
+        test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.append_metrics(row)
@@ -235,6 +249,8 @@ def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     if checkpoint["config"]["protocol"] != config.protocol:
         raise ConfigError(f"{path} is a {checkpoint['config']['protocol']} checkpoint, not {config.protocol}")
     old, new = checkpoint["config"], config.to_dict()
+    # options left to their defaults are recorded resolved since the protocols declare them; older runs left them out
+    old, new = ({**c, "options": spec.option_values(c.get("options") or {})} for c in (old, new))
     # a setting left to its default (None: the cut) is recorded resolved in config.json, so it may come back set
     changed = [k for k in TRAINING_FIELDS if k not in RESUME_MAY_CHANGE and old.get(k) not in (None, new[k])]
     if changed:

@@ -1,8 +1,8 @@
 """Message-level links: codec + transport + byte counters + liveness.
 
-Protocols talk only to these two classes. Every message is encoded and decoded,
-whatever the transport underneath (tcp, ipc, inproc or memory), so the codec is always
-exercised. Rules:
+The runtime talks to these two classes, and protocols through :mod:`splitfed.peers`. Every
+message is encoded and decoded, whatever the transport underneath (tcp, ipc, inproc or
+memory), so the codec is always exercised. Rules:
 
 * every client message is a request that gets exactly one reply, except ``wait``: a
   client's heartbeat during long local work (FedAvg's local epochs);
@@ -10,7 +10,8 @@ exercised. Rules:
   it sends ``wait`` keep-alives so the client knows the server is alive;
 * a client that owes the server a message and stays silent for ``timeout`` seconds
   is reported lost, by name; so is a server that sends nothing for ``timeout``;
-* a malformed message is answered with ``error`` and dropped; the server goes on;
+* a malformed message, or one of a kind that is neither the runtime's nor the run's protocol's
+  (``kinds``), is answered with ``error`` and dropped; the server goes on;
 * a stranger (a peer that is not a member of the run) never ends a run: whatever it
   sends is rejected, and the answer to it is dropped if it cannot leave at once;
 * every request carries an id, and every reply the id it answers. A client that hears
@@ -79,8 +80,11 @@ class ServerLink:
         timeout: float = 60.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         name: str = "server",
+        kinds: frozenset[str] | None = None,
     ) -> None:
         self.transport, self.timeout, self.max_bytes, self.name = transport, timeout, max_bytes, name
+        #: the kinds of this run (the runtime's and its protocol's); any other is refused. None: any well-formed
+        self.kinds = kinds
         self._base_timeout = timeout
         self.stats = LinkStats()
         self.clients: list[str] = []  # registered clients, in order of arrival
@@ -145,7 +149,7 @@ class ServerLink:
         """The decoded message if it is to be handled; None if it was rejected or was a repeat."""
         member = peer in self.clients
         try:
-            msg = decode(frames, max_bytes=self.max_bytes)
+            msg = decode(frames, max_bytes=self.max_bytes, kinds=self.kinds)
         except WireError as exc:
             self._refuse(peer, member, f"malformed message rejected: {exc}")
             return None
@@ -180,7 +184,7 @@ class ServerLink:
         msg.sender = msg.sender or self.name
         msg.round = msg.round or self.round
         msg.id = self._owed.pop(peer, 0)
-        frames = encode(msg)
+        frames = encode(msg, kinds=self.kinds)
         self.transport.send(peer, frames)
         self._answered[peer] = (msg.id, frames)
         self.stats.count_sent(peer, frames, msg)
@@ -235,8 +239,11 @@ class ClientLink:
         timeout: float = 60.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         retries: int = 3,
+        kinds: frozenset[str] | None = None,
     ) -> None:
         self.transport, self.timeout, self.max_bytes = transport, timeout, max_bytes
+        #: the kinds of this run (the runtime's, and its protocol's once known); None: any well-formed
+        self.kinds = kinds
         self.retries = retries
         self.name = transport.name
         self.stats = LinkStats()
@@ -258,7 +265,7 @@ class ClientLink:
         """Send a request; its reply is read by :meth:`receive`."""
         self._next_id += 1
         msg.sender, msg.id, msg.round = self.name, self._next_id, msg.round or self.round
-        frames = encode(msg)
+        frames = encode(msg, kinds=self.kinds)
         self.transport.send(frames)
         self.stats.count_sent("server", frames, msg)
         self._pending = (msg.id, frames)
@@ -296,7 +303,7 @@ class ClientLink:
                     log.info("no answer to request %d for %.1f s: sending it again", self._pending[0], now - heard)
                     self.transport.send(self._pending[1], block=False)
                 continue
-            msg = decode(frames, max_bytes=self.max_bytes)
+            msg = decode(frames, max_bytes=self.max_bytes, kinds=self.kinds)
             self.stats.count_received("server", frames, msg)
             heard = now
             if msg.kind == "wait":
