@@ -256,10 +256,21 @@ def _map(todo: list[Item], dst: Path, options: Options, short: str, full: str | 
     else:
         stream = map_in_workers(process_one, args, workers, _init_worker, (short, full))
     out = []
-    for res in stream:
-        out.append(res)
-        bar(1)
+    try:
+        for res in stream:
+            out.append(res)
+            bar(1)
+    finally:
+        if workers == 1:
+            _close_worker()  # not left to the interpreter's exit, where MediaPipe's own cleanup fails loudly
     return out
+
+
+def _close_worker() -> None:
+    global _FINDER
+    if _FINDER is not None:
+        _FINDER.close()
+        _FINDER = None
 
 
 def _progress(total: int, enabled: bool):
