@@ -32,6 +32,7 @@ class CentralizedTrainer(ServerRole):
             test_fraction=cfg.test_fraction,
             seed=cfg.seed,
             augment=cfg.augment,
+            val_fraction=cfg.val_fraction,
         )
         self.classes = self.shard.classes
         self.model = build_model(cfg.model, self.shard.shape, len(self.classes), cfg.seed).to(self.device)
@@ -52,7 +53,7 @@ class CentralizedTrainer(ServerRole):
         )
 
     def evaluate(self, clients: Clients, round: int) -> RoundResult:
-        return RoundResult(evaluate_local(self.model, self.shard, self.device))
+        return RoundResult(evaluate_local(self.model, self.shard, self.device, split=self.eval_split))
 
     def checkpoint(self) -> dict[str, Any]:
         return {"model": state_copy(self.model), "optimizer": self.opt.state_dict()}

@@ -340,4 +340,5 @@ SPEC = ProtocolSpec(
     validate=_validate,
     augments=False,
     uses_model=False,
+    validates=False,
 )

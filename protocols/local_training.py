@@ -50,11 +50,15 @@ def train_local(
 
 
 @torch.no_grad()
-def evaluate_local(model: nn.Module, shard: ClientShard, device: torch.device, batch: int = 256) -> Tally:
+def evaluate_local(
+    model: nn.Module, shard: ClientShard, device: torch.device, batch: int = 256, *, split: str = "test"
+) -> Tally:
+    """The model on the shard's ``test`` rows (or its ``val`` rows)."""
     tally = Tally(len(shard.classes))
+    rows_x, rows_y = shard.eval_set(split)
     model.eval()
-    for start in range(0, len(shard.test_y), batch):
-        x, y = shard.test_x[start : start + batch].to(device), shard.test_y[start : start + batch].to(device)
+    for start in range(0, len(rows_y), batch):
+        x, y = rows_x[start : start + batch].to(device), rows_y[start : start + batch].to(device)
         logits = model(x)
         tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
     model.train()

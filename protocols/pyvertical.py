@@ -269,4 +269,5 @@ SPEC = ProtocolSpec(
     validate=_validate,
     augments=False,
     uses_model=False,
+    validates=False,
 )

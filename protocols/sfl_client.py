@@ -38,6 +38,7 @@ def load_shard(assignment: Assignment, data: DataRequest) -> ClientShard:
         test_fraction=data.test_fraction,
         seed=data.seed,
         augment=assignment.config.augment,
+        val_fraction=assignment.config.val_fraction,
     )
 
 
@@ -98,10 +99,10 @@ class SFLClient(ClientRole):
 
     @torch.no_grad()
     def evaluate(self, server: Server, round: int) -> dict:
-        s = self.shard
+        rows_x, rows_y = self.shard.eval_set(self.eval_split)
         self.half.eval()
-        for start in range(0, len(s.test_y), EVAL_BATCH):
-            x, y = s.test_x[start : start + EVAL_BATCH], s.test_y[start : start + EVAL_BATCH]
+        for start in range(0, len(rows_y), EVAL_BATCH):
+            x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
             acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
             server.request(Message("eval", tensors={"acts": acts, "labels": y}), "eval_result")
         self.half.train()

@@ -13,8 +13,8 @@ from splitfed.config import RunConfig
 from splitfed.data.augment import check_augment, make_augment
 from splitfed.data.datasets import DatasetIndex, load_index
 from splitfed.data.partition import parse_scheme
-from splitfed.data.shards import client_rows
-from splitfed.errors import ConfigError
+from splitfed.data.shards import carve_validation, client_rows
+from splitfed.errors import ConfigError, DataError
 from splitfed.models import check_cut
 from splitfed.protocol import ProtocolSpec
 
@@ -33,6 +33,11 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
         raise ConfigError(
             f"--model {config.model}: {spec.name} builds its own networks (see `splitfed run {spec.name} --help`); "
             "--model does not apply to it"
+        )
+    if config.val_fraction and not spec.validates:
+        raise ConfigError(
+            f"--val-fraction: {spec.name} does not validate yet (its parties hold parts of every example); "
+            "leave it at 0"
         )
     index = load_index(config.data) if with_data else None
     if index is not None and not spec.uses_model and len(index.shape) != 3:
@@ -54,5 +59,17 @@ def check_split_model(config: RunConfig, index: DatasetIndex) -> int:
 
 
 def check_partition(config: RunConfig, index: Any, parts: int) -> None:
-    """Every part (client or group) gets training and test rows under the run's split."""
+    """Every part (client or group) gets training and test rows under the run's split, and validation
+    rows with --val-fraction."""
     client_rows(index, parts, 0, config.partition, config.test_split, config.test_fraction, config.seed)
+    if not config.val_fraction:
+        return
+    for part in range(parts):
+        train, _ = client_rows(
+            index, parts, part, config.partition, config.test_split, config.test_fraction, config.seed
+        )
+        if not len(carve_validation(train, index.labels, config.val_fraction, config.seed, part)[1]):
+            raise DataError(
+                f"--val-fraction {config.val_fraction}: client {part} has too few training rows to hold any out; "
+                "raise --val-fraction or use fewer clients"
+            )

@@ -36,6 +36,8 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         warmup=args.warmup,
         label_smoothing=args.label_smoothing,
         clip_grad=args.clip_grad,
+        val_fraction=args.val_fraction,
+        early_stop=args.early_stop,
         model=args.model,
         cut=args.cut,
         seed=args.seed,

@@ -67,6 +67,22 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="label smoothing of the training loss, 0 to <1 (test loss is never smoothed) (default %(default)s)",
     )
     g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="share of each client's training rows held out for validation (never test rows): every round is "
+        "then validated too, best.pt keeps the round with the best validation accuracy, and summary.json reports "
+        "it with its test accuracy; 0 = no validation (default %(default)s)",
+    )
+    g.add_argument(
+        "--early-stop",
+        type=int,
+        default=d.early_stop,
+        metavar="PATIENCE",
+        help="end the run after PATIENCE rounds without a better validation accuracy (needs --val-fraction); "
+        "0 = never (default %(default)s)",
+    )
+    g.add_argument(
         "--clip-grad",
         type=float,
         default=d.clip_grad,
@@ -389,9 +405,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--checkpoint",
-        type=Path,
-        default=None,
-        help="the weights to test (default RUN/checkpoint.pt, the last checkpointed round)",
+        default="last",
+        help="the weights to test: last (RUN/checkpoint.pt, the last checkpointed round), best (RUN/best.pt, the "
+        "round with the best validation accuracy, kept with --val-fraction) or a file (default %(default)s)",
     )
     ev.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/evaluation/)")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
@@ -407,7 +423,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     pr.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
     pr.add_argument("photos", type=Path, nargs="+", metavar="PHOTO", help="face photos (JPG, PNG, ...)")
-    pr.add_argument("--checkpoint", type=Path, default=None, help="the weights to use (default RUN/checkpoint.pt)")
+    pr.add_argument(
+        "--checkpoint", default="last", help="the weights to use: last, best (with --val-fraction) or a file"
+    )
     pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     pr.add_argument("--json", action="store_true", help="print one JSON list of the predictions")
 

@@ -32,6 +32,8 @@ class RunConfig:
     warmup: int = 0  # rounds of linear warmup before the schedule
     label_smoothing: float = 0.0
     clip_grad: float = 0.0  # largest gradient norm per optimizer step; 0 = no clipping
+    val_fraction: float = 0.0  # share of each client's training rows held out for validation
+    early_stop: int = 0  # stop after this many rounds without a better validation accuracy; 0 = never
     model: str = "cnn"
     cut: int | None = None
     seed: int = 0
@@ -77,6 +79,12 @@ class RunConfig:
             raise ConfigError(f"--warmup must be a whole number of rounds from 0 to --epochs, got {self.warmup!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not isinstance(self.early_stop, int) or self.early_stop < 0:
+            raise ConfigError(f"--early-stop must be a whole number of rounds >= 0, got {self.early_stop!r}")
+        if self.early_stop and not self.val_fraction:
+            raise ConfigError("--early-stop watches the validation accuracy: give --val-fraction too (e.g. 0.1)")
         if self.clip_grad < 0:
             raise ConfigError(f"--clip-grad must be >= 0 (0 = off), got {self.clip_grad}")
         if self.wire_dtype not in WIRE_DTYPES:
@@ -144,6 +152,8 @@ TRAINING_FIELDS = (
     "warmup",
     "label_smoothing",
     "clip_grad",
+    "val_fraction",
+    "early_stop",
     "model",
     "cut",
     "seed",

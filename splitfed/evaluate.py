@@ -36,7 +36,7 @@ def evaluate_run(
     run: Path,
     *,
     data: str | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | None = None,
     out: Path | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -89,14 +89,18 @@ class LoadedModel:
     round: int | None
 
 
-def load_model(run: Path, *, checkpoint: Path | None = None, device: str = "cpu") -> LoadedModel:
+def load_model(run: Path, *, checkpoint: str | Path | None = None, device: str = "cpu") -> LoadedModel:
     """Rebuild the model of run folder ``run`` from its config.json and checkpoint (default the last)."""
     run = Path(run)
     facts = _facts(run)
     config = RunConfig.from_file(run / "config.json")
-    path = Path(checkpoint) if checkpoint is not None else run / "checkpoint.pt"
+    named = {None: "checkpoint.pt", "last": "checkpoint.pt", "best": "best.pt"}
+    path = run / named[str(checkpoint)] if checkpoint is None or str(checkpoint) in named else Path(checkpoint)
     if not path.exists():
-        raise ConfigError(f"{path} does not exist: the run kept no checkpoint (was --checkpoint-every 0?)")
+        why = (
+            "the run kept a best.pt only with --val-fraction" if path.name == "best.pt" else "was --checkpoint-every 0?"
+        )
+        raise ConfigError(f"{path} does not exist ({why})")
     state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, and weights only all the same
     classes, shape = list(facts["classes"]), tuple(facts["input_shape"])
     predict = _predictor(config, facts, state, classes, shape, torch.device(device))

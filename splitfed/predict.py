@@ -61,7 +61,7 @@ def _image_shape(model: LoadedModel) -> tuple[int, int, int]:
 
 
 def predict_photos(
-    run: Path, photos: list[Path], *, checkpoint: Path | None = None, device: str = "cpu"
+    run: Path, photos: list[Path], *, checkpoint: str | Path | None = None, device: str = "cpu"
 ) -> list[Prediction]:
     """Crop each photo's eye region and classify it with the run's model."""
     from splitfed.preprocessing.detector import EyeFinder, require_extra, resolve_models

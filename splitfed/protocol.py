@@ -68,6 +68,8 @@ class RoundResult:
 class ServerRole(ABC):
     #: False for protocols whose state is not all on the server (a resume would lose it)
     resumable: bool = True
+    #: which rows the coming evaluate() pass runs over, set by the runtime: "test", or "val" (--val-fraction)
+    eval_split: str = "test"
 
     def __init__(self, config: RunConfig, device: torch.device) -> None:
         self.config, self.device = config, device
@@ -109,6 +111,8 @@ class ServerRole(ABC):
 class ClientRole(ABC):
     #: True where the run cannot continue without this client's own state (PyVertical's heads)
     state_required: bool = False
+    #: which rows the coming evaluate() pass runs over, set by the runtime: "test", or "val" (--val-fraction)
+    eval_split: str = "test"
 
     def __init__(self, assignment: Assignment, data: DataRequest, device: torch.device, name: str) -> None:
         self.assignment, self.config = assignment, assignment.config
@@ -195,6 +199,8 @@ class ProtocolSpec:
     #: False where the protocol builds its own networks from images (FedSL's recurrent segments,
     #: PyVertical's band heads): --model does not apply, and the data must be images
     uses_model: bool = True
+    #: True where the roles' evaluate() honours ``eval_split`` (validation rows, --val-fraction)
+    validates: bool = True
     #: checks the protocol's own rules before any process starts; raises ConfigError/DataError.
     #: Given the config and the dataset's index (None where the caller holds no data, as a
     #: remote server). Without it the runtime checks the split model's cut and the partition.

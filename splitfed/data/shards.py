@@ -26,8 +26,15 @@ class ClientShard:
     test_y: torch.Tensor
     train_ids: list[str]
     test_ids: list[str]
+    #: validation rows carved from this client's training rows (--val-fraction); empty without it
+    val_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    val_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     #: applied to training batches only (see :mod:`splitfed.data.augment`); None = as loaded
     augment: Augment | None = field(default=None, repr=False)
+
+    def eval_set(self, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows an evaluation pass runs over: ``test`` (held out) or ``val`` (from the training rows)."""
+        return (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
 
     def train_batch(self, rows: torch.Tensor, *, seed: int, client: int, round: int, epoch: int, step: int):
         """Inputs and labels of training rows ``rows``, augmented if this client augments."""
@@ -49,6 +56,23 @@ def client_rows(
     return train_parts[client], test_parts[client]
 
 
+def carve_validation(
+    rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int, client: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split training rows into (train, validation): ``fraction`` of each class, at least one where a
+    class has two or more rows. Never touches test rows: it is only ever given training rows."""
+    if not fraction:
+        return rows, rows[:0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, client, 0x7A1]))
+    held: list[int] = []
+    for c in np.unique(labels[rows]):
+        mine = rng.permutation(rows[labels[rows] == c])
+        if len(mine) > 1:
+            held.extend(mine[: max(1, round(len(mine) * fraction))])
+    val = np.sort(np.asarray(held, dtype=np.int64))
+    return np.setdiff1d(rows, val), val
+
+
 def client_shard(
     source: str,
     *,
@@ -59,10 +83,14 @@ def client_shard(
     test_fraction: float = 0.2,
     seed: int = 0,
     augment: str = "none",
+    val_fraction: float = 0.0,
 ) -> ClientShard:
-    """One client's rows; ``augment`` is ``--augment`` (``auto`` follows the kind of data)."""
+    """One client's rows; ``augment`` is ``--augment`` (``auto`` follows the kind of data);
+    ``val_fraction`` of its training rows become its validation rows."""
     index = load_index(source)
     train_rows, test_rows = client_rows(index, clients, client, scheme, test_split, test_fraction, seed)
+    train_rows, val_rows = carve_validation(train_rows, index.labels, val_fraction, seed, client)
+    val_x, val_y = index.load(val_rows)
     train_x, train_y = index.load(train_rows)
     test_x, test_y = index.load(test_rows)
     return ClientShard(
@@ -75,6 +103,8 @@ def client_shard(
         train_ids=[index.ids[i] for i in train_rows],
         test_ids=[index.ids[i] for i in test_rows],
         augment=make_augment(augment, index.kind, index.shape),
+        val_x=val_x,
+        val_y=val_y,
     )
 
 

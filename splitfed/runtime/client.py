@@ -72,6 +72,10 @@ def run_client(
             link.round = rnd
             start_round(role, config, rnd)
             role.train_round(server, rnd)
+            if config.val_fraction:  # the validation pass, then the test pass
+                role.eval_split = "val"
+                link.request(Message("eval_done", meta=role.evaluate(server, rnd) or {}), expect=("ack",))
+                role.eval_split = "test"
             answer = link.request(Message("eval_done", meta=role.evaluate(server, rnd) or {}), expect=("ack", "done"))
             if answer.meta.get("checkpoint") and state_dir is not None:
                 save_state(role, state_dir, name, rnd)

@@ -46,14 +46,15 @@ class RunWriter:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)
 
-    def write_checkpoint(self, state: dict[str, Any]) -> None:
+    def write_checkpoint(self, state: dict[str, Any], name: str = "checkpoint.pt") -> None:
+        """``checkpoint.pt`` (the last checkpointed round), or ``best.pt`` (the best validation round)."""
         import io
 
         import torch
 
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.out / "checkpoint.pt", buf.getvalue())
+        atomic_write_bytes(self.out / name, buf.getvalue())
 
     def write_plots(self, classes: list[str], confusion: np.ndarray | None) -> None:
         from splitfed.plots import plot_confusion, plot_curves

@@ -141,6 +141,9 @@ class _ServerRun:
             self.state["rounds_done"] = self.state["resumed_after_round"] = checkpoint["round"]
             # totals of the rounds already done, so that summary.json still adds up over the whole run
             self.state["prior"] = {k: sum(r[k] for r in rows) for k in ("bytes_sent", "bytes_received", "wall_seconds")}
+            for row in rows:  # the best validation round so far, as the uninterrupted run would know it
+                if "val_accuracy" in row:
+                    self._track_best(row["round"], row)
             log.info("resuming %s after round %d of %d", writer.out, checkpoint["round"], config.epochs)
         self.bar = Progress(config.epochs, config.protocol, enabled=progress, done=self.first - 1)
         self.started = time.monotonic()
@@ -149,7 +152,8 @@ class _ServerRun:
         try:
             self._join(device)
             for rnd in range(self.first, self.config.epochs + 1):
-                self._round(rnd)
+                if self._round(rnd):
+                    break
             self.state["status"] = "completed"
         except (KeyboardInterrupt, Terminated):
             self.state["status"] = "interrupted"
@@ -187,24 +191,64 @@ class _ServerRun:
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
 
-    def _round(self, rnd: int) -> None:
+    def _round(self, rnd: int) -> bool:
+        """Train, validate (with --val-fraction), test and record round ``rnd``; True if the run ends here."""
         config, link, writer, role = self.config, self.link, self.writer, self.role
         link.round = rnd
         t0 = time.monotonic()
         lr = start_round(role, config, rnd)
         train = role.train_round(self.clients, rnd)
+        val = self._validate(rnd) if config.val_fraction else None
         test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
+        if val is not None:
+            row.update(val_loss=val.tally.loss, val_accuracy=val.tally.accuracy)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
         writer.append_metrics(row)
         self.state.update(rounds_done=rnd, last_test=test, last_train=train)
+        improved = val is not None and self._track_best(rnd, row)
+        stop = rnd == config.epochs or self._stops_early(rnd)
         writer.write_summary(self._summary())
-        keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or rnd == config.epochs)
-        if keep:
-            writer.write_checkpoint({"round": rnd, "config": config.to_dict(), **role.checkpoint()})
+        keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or stop)
+        if improved or keep:
+            state = {"round": rnd, "config": config.to_dict(), **role.checkpoint()}
+            if improved:
+                writer.write_checkpoint({**state, "val_accuracy": row["val_accuracy"]}, "best.pt")
+            if keep:
+                writer.write_checkpoint(state)
         for peer in link.clients:  # clients keep their own state of the rounds we checkpoint
-            link.reply(peer, Message("done" if rnd == config.epochs else "ack", meta={"checkpoint": keep}))
+            link.reply(peer, Message("done" if stop else "ack", meta={"checkpoint": keep}))
         self.bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
+        return stop
+
+    def _validate(self, rnd: int) -> Any:
+        """The validation pass: every client evaluates its validation rows; their eval_done get an ack."""
+        role = self.role
+        role.eval_split = "val"
+        try:
+            val = role.evaluate(self.clients, rnd)
+        finally:
+            role.eval_split = "test"
+        self.clients.reply_all(Message("ack"))
+        return val
+
+    def _track_best(self, rnd: int, row: dict[str, Any]) -> bool:
+        """True when this round's validation accuracy beats every earlier one (ties keep the earlier)."""
+        best = self.state.get("best")
+        if best is not None and row["val_accuracy"] <= best["val_accuracy"]:
+            return False
+        self.state["best"] = {"round": rnd, "val_accuracy": row["val_accuracy"], "test_accuracy": row["test_accuracy"]}
+        return True
+
+    def _stops_early(self, rnd: int) -> bool:
+        best = self.state.get("best")
+        if not self.config.early_stop or best is None or rnd - best["round"] < self.config.early_stop:
+            return False
+        self.state["stopped_early_after_round"] = rnd
+        log.info(
+            "no better validation accuracy for %d round(s) after round %d: stopping", rnd - best["round"], best["round"]
+        )
+        return True
 
     def _explain(self, exc: BaseException) -> BaseException:
         """A diverged loss, wherever it was seen, becomes one error that says what to do."""
@@ -290,6 +334,21 @@ def _metrics_row(
     }
 
 
+def _best_fields(state: dict[str, Any]) -> dict[str, Any]:
+    """With --val-fraction: the round chosen by validation accuracy, and its test accuracy (kept in best.pt)."""
+    best = state.get("best")
+    if best is None:
+        return {}
+    fields = {
+        "best_round": best["round"],
+        "best_val_accuracy": best["val_accuracy"],
+        "test_accuracy_at_best": best["test_accuracy"],
+    }
+    if "stopped_early_after_round" in state:
+        fields["stopped_early_after_round"] = state["stopped_early_after_round"]
+    return fields
+
+
 def _role_summary(role: Any) -> dict[str, Any]:
     """The protocol's own summary fields; a role that failed half-way through setup may have none."""
     if role is None:
@@ -321,6 +380,7 @@ def _summary(
         "train_accuracy": train.tally.accuracy if train else None,
         "train_loss": train.tally.loss if train else None,
         "best_test_accuracy": max((r["test_accuracy"] for r in rows), default=None),
+        **_best_fields(state),
         "wall_seconds": wall,
         "seconds_per_epoch": sum(r["wall_seconds"] for r in rows) / len(rows) if rows else None,
         "bytes_sent": link.stats.bytes_received + prior["bytes_sent"],
