@@ -94,8 +94,9 @@ def load_model(run: Path, *, checkpoint: str | Path | None = None, device: str =
     run = Path(run)
     facts = _facts(run)
     config = RunConfig.from_file(run / "config.json")
-    named = {None: "checkpoint.pt", "last": "checkpoint.pt", "best": "best.pt"}
-    path = run / named[str(checkpoint)] if checkpoint is None or str(checkpoint) in named else Path(checkpoint)
+    named = {"last": "checkpoint.pt", "best": "best.pt"}
+    which = "last" if checkpoint is None else str(checkpoint)
+    path = run / named[which] if which in named else Path(which)
     if not path.exists():
         why = (
             "the run kept a best.pt only with --val-fraction" if path.name == "best.pt" else "was --checkpoint-every 0?"
