@@ -13,6 +13,7 @@ Each configuration adds one piece of the recipe to the one before:
     + schedule      --schedule cosine --warmup 2
     + smoothing     --label-smoothing 0.1
     + model         --model examples/mobilenet.py:mobilenet  (not for fedsl/pyvertical)
+    augment + model only   the two without the schedule and smoothing (not cumulative)
 
     python benchmarks/proxy_quality.py --epochs 15 --out bench/proxy
 
@@ -81,6 +82,8 @@ def configurations() -> list[tuple[str, dict]]:
     for name, change in steps:
         recipe = {**recipe, **change}
         out.append((name, dict(recipe)))
+    # not cumulative: the two pieces that helped, without the schedule and smoothing
+    out.append(("augment + model only", {"augment": "standard-noflip", "model": steps[-1][1]["model"]}))
     return out
 
 
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default=None, help="run only the configurations whose names contain this")
     parser.add_argument("--out", type=Path, default=Path("bench") / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
 
@@ -109,6 +113,8 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     done: dict[tuple[str, str], dict] = {}
     for name, settings in configurations():
+        if args.only and args.only not in name:
+            continue
         for protocol in args.protocols.split(","):
             use = applicable(protocol, settings)
             key = (protocol, json.dumps(use, sort_keys=True))
