@@ -28,7 +28,7 @@ def test_run_over_processes_returns_the_summary_and_the_metrics(tmp_path: Path) 
         "client-1.log",
         "server.log",
     ]
-    more = splitfed.run("sflv2", resume=tmp_path / "run", epochs=3)
+    more = splitfed.run("sflv2", resume=tmp_path / "run", epochs=3, in_process=True)
     assert more.summary["rounds_done"] == 3 and more.summary["resumed_after_round"] == 2
 
 

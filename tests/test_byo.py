@@ -34,6 +34,9 @@ def tiny(shape, n_classes):
 
 tiny.default_cut = 1
 
+def mlp(shape, n_classes):
+    return nn.Sequential(nn.Sequential(nn.Linear(shape[0], 32), nn.ReLU()), nn.Linear(32, n_classes))
+
 def jitter(x, generator):
     return x + 0.05 * torch.randn(x.shape, generator=generator)
 
@@ -162,7 +165,8 @@ def test_protocols_that_hold_parts_of_examples_refuse_augmentation() -> None:
 
 
 def test_bring_your_own_over_real_processes(splitfed_cmd, user_code: Path) -> None:
-    """A table from a function, an MLP from a file and an augmentation from a module, across 3 processes."""
+    """A table from a file's function, an MLP and an augmentation from a module beside the command, across
+    3 processes: each process resolves every path itself."""
     out = user_code / "run"
     res = subprocess.run(
         [
@@ -176,7 +180,7 @@ def test_bring_your_own_over_real_processes(splitfed_cmd, user_code: Path) -> No
             "--data",
             f"{TABULAR}:breast_cancer",
             "--model",
-            f"{TABULAR}:mlp",
+            "mine:mlp",
             "--augment",
             "mine:jitter",
             "--out",
@@ -192,20 +196,13 @@ def test_bring_your_own_over_real_processes(splitfed_cmd, user_code: Path) -> No
     config = json.loads((out / "config.json").read_text())
     assert summary["status"] == "completed" and summary["test_accuracy"] > 0.85
     assert config["input_shape"] == [30] and config["classes"] == ["malignant", "benign"]
-    assert config["augment"] == "mine:jitter" and config["model"].endswith("tabular.py:mlp")
+    assert config["augment"] == "mine:jitter" and config["model"] == "mine:mlp"
 
 
-def test_a_model_module_beside_the_command_is_found_by_every_process(splitfed_cmd, user_code: Path) -> None:
-    out = user_code / "run"
-    res = subprocess.run(
-        [*splitfed_cmd, "run", "fedavg", "--clients", "2", "--epochs", "2", "--model", "mine:tiny"]
-        + ["--augment", "standard-noflip", "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert res.returncode == 0, res.stderr
-    assert json.loads((out / "summary.json").read_text())["test_accuracy"] > 0.5
+def test_a_conv_factory_and_the_standard_augmentation_train_fedavg(user_code: Path) -> None:
+    config = RunConfig(protocol="fedavg", clients=2, epochs=2, model="mine:tiny", augment="standard-noflip", timeout=30)
+    summary = json.loads(run_in_threads(config, user_code / "run").read_text())
+    assert summary["test_accuracy"] > 0.5
 
 
 def test_an_unsplit_factory_model_equals_sflv1_with_one_client(user_code: Path, tmp_path: Path) -> None:
