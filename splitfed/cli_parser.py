@@ -51,7 +51,8 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         choices=SCHEDULES,
         default=d.schedule,
         help="learning rate by round, for every optimizer of the run alike: none (constant --lr), cosine (half a "
-        "cosine from --lr to 0 at the last round) or step (x0.1 after half and after three quarters of the rounds) "
+        "cosine from --lr toward 0, which it would reach one round after the last) or step (x0.1 after half "
+        "and after three quarters of the rounds) "
         "(default %(default)s)",
     )
     g.add_argument(

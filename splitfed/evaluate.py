@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, DataError
@@ -130,11 +129,11 @@ def _predictor(
         client, server = split_model(model, int(facts["cut"]))
         client.load_state_dict(state["client_half"])
         server.load_state_dict(state["server_half"])
-        return _frozen(model, device)
+        return model.to(device).eval()
     if "model" in state:
         model = build_model(config.model, shape, n_classes, config.seed)
         model.load_state_dict(state["model"])
-        return _frozen(model, device)
+        return model.to(device).eval()
     if "segments" in state:
         return _fedsl_predictor(config, state["segments"], n_classes, shape, device)
     if "top" in state:
@@ -147,19 +146,13 @@ def _predictor(
     )
 
 
-def _frozen(model: nn.Module, device: Any) -> Any:
-    model = model.to(device).eval()
-    return model
-
-
 def _fedsl_predictor(config: RunConfig, segments: dict, n_classes: int, shape: tuple, device: Any) -> Any:
     from splitfed.models.rnn import build_segments, segment_bounds, to_sequence
 
     order = config.option("sequence", "rows")
     k = int(config.option("segments", 2))
-    length = to_sequence(torch.zeros(1, *shape), order).shape[1]
+    _, length, features = to_sequence(torch.zeros(1, *shape), order).shape
     bounds = segment_bounds(length, k)
-    features = to_sequence(torch.zeros(1, *shape), order).shape[2]
     nets, head = build_segments(
         config.option("cell", "gru"), features, int(config.option("hidden", 128)), n_classes, k, config.seed
     )

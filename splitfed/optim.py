@@ -34,7 +34,8 @@ def lr_at(config: Any, round: int) -> float:
     The schedule moves by round, so every optimizer of a run (server copies, client halves,
     FedSL segments) follows it alike, however many steps each takes per round. Warmup rises
     linearly over the first ``--warmup`` rounds (``lr * r / warmup``); then ``cosine`` decays
-    to 0 at the last round (half a cosine over the remaining rounds), ``step`` multiplies by
+    along half a cosine that would reach 0 one round after the last (the last round still
+    learns), ``step`` multiplies by
     0.1 after half and again after three quarters of the rounds, ``none`` stays at ``--lr``.
     """
     base, total, warmup = config.lr, config.epochs, config.warmup
