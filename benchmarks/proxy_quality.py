@@ -17,6 +17,11 @@ Each configuration adds one piece of the recipe to the one before:
 
     python benchmarks/proxy_quality.py --epochs 15 --out bench/proxy
 
+``--models cnn,cnn-deep,mobilenet,resnet10`` runs the candidate models instead, each with
+the augmentation and nothing else of the recipe, and tabulates final and best test accuracy,
+training accuracy, seconds per round and parameters (the comparison behind the default
+model for images of 32 px and up).
+
 Runs go through ``splitfed.run(in_process=True)``: the same protocol code and messages as
 processes, without paying process start-up per run. Prints a Markdown table of final test
 accuracy (and the best round's) per protocol and configuration, and writes it to
@@ -104,7 +109,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="run only the configurations whose names contain this")
     parser.add_argument("--out", type=Path, default=Path("bench") / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser.add_argument("--models", default=None, help="compare these models (comma-separated) instead")
+    parser.add_argument("--seeds", default=None, help="with --models: seeds to average over, e.g. 0,1")
     args = parser.parse_args()
+    if args.models:
+        compare_models(args)
+        return
 
     import splitfed
 
@@ -158,6 +168,71 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table)
     print(f"total {sum(r['seconds'] for r in done.values()):.0f} s over {len(done)} runs")
+
+
+def compare_models(args: argparse.Namespace) -> None:
+    """Each model of ``--models`` with ``--augment standard-noflip``, per protocol and seed."""
+    import splitfed
+    from splitfed.models import build_model
+
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    data = make_proxy(args.out.parent / "proxy-data", per_class=args.per_class, size=(height, width), seed=1234)
+    protocols = [p for p in args.protocols.split(",") if p in WHOLE_EXAMPLES]
+    seeds = [int(s) for s in (args.seeds or str(args.seed)).split(",")]
+    rows: list[dict] = []
+    for model in args.models.split(","):
+        params = sum(p.numel() for p in build_model(model, (1, height, width), 10, 0).parameters())
+        for protocol in protocols:
+            for seed in seeds:
+                out = args.out / "runs" / f"{model}-{protocol}-{seed}"
+                result = splitfed.run(
+                    protocol,
+                    clients=args.clients,
+                    epochs=args.epochs,
+                    data=str(data),
+                    model=model,
+                    augment="standard-noflip",
+                    seed=seed,
+                    in_process=True,
+                    out=out,
+                )
+                metrics = result.metrics
+                row = {
+                    "model": model,
+                    "protocol": protocol,
+                    "seed": seed,
+                    "params": params,
+                    "test": result.test_accuracy,
+                    "best": max(r["test_accuracy"] for r in metrics),
+                    "train": result.summary["train_accuracy"],
+                    "s_per_round": result.summary["seconds_per_epoch"],
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    lines = [
+        f"Proxy: digits in {height}x{width} canvases, {args.per_class} per class, {args.clients} clients, "
+        f"{args.epochs} rounds, --augment standard-noflip, seeds {seeds}. Mean final test accuracy "
+        "(best round's in brackets), training accuracy, seconds per round.",
+        "",
+        "| model | params | " + " | ".join(protocols) + " | train (" + "/".join(protocols) + ") | s/round |",
+        "|---|---|" + "---|" * (len(protocols) + 2),
+    ]
+    for model in args.models.split(","):
+        mine = [r for r in rows if r["model"] == model]
+        cells = []
+        for protocol in protocols:
+            of = [r for r in mine if r["protocol"] == protocol]
+            cells.append(f"{np.mean([r['test'] for r in of]):.3f} ({np.mean([r['best'] for r in of]):.3f})")
+        train = "/".join(f"{np.mean([r['train'] for r in mine if r['protocol'] == p]):.2f}" for p in protocols)
+        speed = np.mean([r["s_per_round"] for r in mine])
+        lines.append(
+            f"| {model} | {mine[0]['params'] / 1e6:.2f} M | " + " | ".join(cells) + f" | {train} | {speed:.1f} |"
+        )
+    table = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "models.md").write_text(table + "\n")
+    (args.out / "models.json").write_text(json.dumps(rows, indent=2))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from splitfed.data.datasets import load_index
 from splitfed.data.shards import batch_order, client_rows
 from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
-from splitfed.models.rnn import CELLS, build_segments, segment_bounds, to_sequence
+from splitfed.models.rnn import CELLS, ENCODERS, build_segments, segment_bounds, to_sequence
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients, Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest, Option, ProtocolSpec, RoundResult, ServerRole
@@ -90,7 +90,14 @@ class FedSLClient(ClientRole):
         self.classes, self.shape = index.classes, index.shape
         features = self.train_x.shape[2]
         subnets, head = build_segments(
-            cfg.option("cell"), features, int(cfg.option("hidden")), len(self.classes), K, cfg.seed
+            cfg.option("cell"),
+            features,
+            int(cfg.option("hidden")),
+            len(self.classes),
+            K,
+            cfg.seed,
+            encoder=cfg.option("encoder"),
+            channels=index.shape[0],
         )
         self.net = subnets[self.position].to(device)
         self.head = head.to(device) if self.is_last else None
@@ -335,6 +342,14 @@ SPEC = ProtocolSpec(
             choices=("rows", "cols"),
         ),
         Option("hidden", int, 128, "hidden units per sub-network", check=_at_least(1)),
+        Option(
+            "encoder",
+            str,
+            "none",
+            "none: each time step's pixels go straight into the recurrent cell; conv: through a small "
+            "1-D CNN first (per step, shared by the segment's steps)",
+            choices=ENCODERS,
+        ),
     ),
     defaults={"lr": 3e-3},
     validate=_validate,

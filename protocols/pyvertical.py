@@ -27,7 +27,7 @@ from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
 from splitfed.errors import ConfigError, DataError, ProtocolError
 from splitfed.metrics import Tally
-from splitfed.models.vertical import band_bounds, seeded_top
+from splitfed.models.vertical import HEADS, band_bounds, seeded_top
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import Option, ProtocolSpec, RoundResult, ServerRole
@@ -264,6 +264,14 @@ SPEC = ProtocolSpec(
             "simulated share of all samples each owner holds (sampled independently per owner; the "
             "intersection is found by PSI)",
             check=_share,
+        ),
+        Option(
+            "head",
+            str,
+            "basic",
+            "each owner's network over its band: basic (two full-resolution convolutions) or cnn "
+            "(three GroupNorm conv blocks with pooling and dropout)",
+            choices=HEADS,
         ),
     ),
     validate=_validate,

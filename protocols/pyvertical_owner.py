@@ -55,7 +55,7 @@ class VerticalOwner(ClientRole):
         self.holds_labels = self.config.option("labels") == "client" and self.k == 0
         c, h, w = self.index.shape
         width = w if self.cols is None else self.cols[1] - self.cols[0]
-        self.head = seeded_head(c, h, width, self.config.seed, self.k).to(device)
+        self.head = seeded_head(c, h, width, self.config.seed, self.k, self.config.option("head")).to(device)
         cfg = self.config
         self.opt = make_optimizer(self.head.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 

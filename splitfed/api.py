@@ -52,7 +52,7 @@ def run(
     *,
     clients: int = 2,
     epochs: int | None = None,
-    model: str | Callable[..., Any] = "cnn",
+    model: str | Callable[..., Any] = "auto",
     data: Any = "digits",
     augment: str | Callable[..., Any] = "auto",
     out: str | Path | None = None,

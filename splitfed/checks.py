@@ -15,7 +15,7 @@ from splitfed.data.datasets import DatasetIndex, load_index
 from splitfed.data.partition import parse_scheme
 from splitfed.data.shards import carve_validation, client_rows
 from splitfed.errors import ConfigError, DataError
-from splitfed.models import check_cut
+from splitfed.models import DEFAULT_MODEL, check_cut
 from splitfed.protocol import ProtocolSpec
 
 
@@ -29,7 +29,7 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
             f"--augment {config.augment}: in {spec.name} each client holds only part of every example, "
             "which cannot be augmented on its own; use --augment none"
         )
-    if not spec.uses_model and config.model != "cnn":
+    if not spec.uses_model and config.model != DEFAULT_MODEL:
         raise ConfigError(
             f"--model {config.model}: {spec.name} builds its own networks (see `splitfed run {spec.name} --help`); "
             "--model does not apply to it"

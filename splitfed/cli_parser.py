@@ -93,8 +93,11 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
     g.add_argument(
         "--model",
         default=d.model,
-        help="cnn: compact 4-block CNN for small grayscale images; resnet18: torchvision ResNet-18 adapted "
-        "to the input's channels; or a factory of your own, package.module:factory or path/to/file.py:factory, "
+        help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
+        "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; mobilenet: 5-block depthwise-separable net; "
+        "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
+        "to the input's channels (all but resnet18 use GroupNorm); "
+        "or a factory of your own, package.module:factory or path/to/file.py:factory, "
         "called as factory(shape, n_classes) in every process and returning the model's blocks "
         "(see the README) (default %(default)s)",
     )
@@ -355,7 +358,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
     b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
-    b.add_argument("--model", default="cnn", help="model of every protocol: a built-in name or package.module:factory")
+    b.add_argument(
+        "--model",
+        default="auto",
+        help="model of every protocol that takes one: a built-in name or package.module:factory (default %(default)s)",
+    )
     b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
     b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
     b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")

@@ -34,7 +34,7 @@ class RunConfig:
     clip_grad: float = 0.0  # largest gradient norm per optimizer step; 0 = no clipping
     val_fraction: float = 0.0  # share of each client's training rows held out for validation
     early_stop: int = 0  # stop after this many rounds without a better validation accuracy; 0 = never
-    model: str = "cnn"
+    model: str = "auto"
     cut: int | None = None
     seed: int = 0
     wire_dtype: str = "float32"

@@ -154,7 +154,14 @@ def _fedsl_predictor(config: RunConfig, segments: dict, n_classes: int, shape: t
     _, length, features = to_sequence(torch.zeros(1, *shape), order).shape
     bounds = segment_bounds(length, k)
     nets, head = build_segments(
-        config.option("cell", "gru"), features, int(config.option("hidden", 128)), n_classes, k, config.seed
+        config.option("cell", "gru"),
+        features,
+        int(config.option("hidden", 128)),
+        n_classes,
+        k,
+        config.seed,
+        encoder=config.option("encoder", "none"),
+        channels=shape[0],
     )
     for position, net in enumerate(nets):
         weights = segments[position]

@@ -18,8 +18,8 @@ from splitfed.models.rnn import build_segments, segment_bounds, to_sequence
 from splitfed.testing import run_in_threads
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("cell", "encoder"), [("rnn", "none"), ("gru", "none"), ("lstm", "none"), ("gru", "conv")])
+def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, encoder: str, tmp_path: Path) -> None:
     # One round, one batch holding every training row, SGD with lr 1: the weight change is -gradient.
     config = RunConfig(
         protocol="fedsl",
@@ -31,7 +31,7 @@ def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, tmp_path: Path) 
         momentum=0.0,
         seed=4,
         timeout=30,
-        options={"cell": cell, "segments": 2, "sequence": "rows", "hidden": 16},
+        options={"cell": cell, "segments": 2, "sequence": "rows", "hidden": 16, "encoder": encoder},
     )
     run_in_threads(config, tmp_path)
     after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["segments"]
@@ -41,7 +41,7 @@ def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, tmp_path: Path) 
     x, y = index.load(train)
     seq = to_sequence(x, "rows")
     (a0, b0), (a1, b1) = segment_bounds(seq.shape[1], 2)
-    subnets, head = build_segments(cell, seq.shape[2], 16, 10, 2, config.seed)
+    subnets, head = build_segments(cell, seq.shape[2], 16, 10, 2, config.seed, encoder=encoder, channels=1)
     before = [{k: v.clone() for k, v in s.state_dict().items()} for s in subnets]
     head_before = {k: v.clone() for k, v in head.state_dict().items()}
     (rows,) = batch_order(len(y), 4096, seed=config.seed, client=0, round=1, epoch=0)
@@ -56,6 +56,8 @@ def test_gradients_equal_a_centralised_two_stage_rnn(cell: str, tmp_path: Path) 
     for name, p in head.named_parameters():
         assert torch.allclose(after[1][f"head.{name}"] - head_before[name], -p.grad, atol=1e-6), name
     assert float(subnets[0].rnn.weight_ih_l0.grad.abs().max()) > 1e-4  # the first segment really got a gradient
+    if encoder == "conv":
+        assert float(subnets[0].encoder[1].weight.grad.abs().max()) > 1e-6  # ... down to its step encoder
 
 
 def test_averaging_is_per_position() -> None:

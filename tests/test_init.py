@@ -19,6 +19,10 @@ BUILDERS = {
     "lstm-segments": lambda seed: build_segments("lstm", 8, 16, 10, 2, seed),
     "gru-segments": lambda seed: build_segments("gru", 8, 16, 10, 2, seed),
     "vertical-head": lambda seed: seeded_head(1, 8, 4, seed, 1),
+    "vertical-head-cnn": lambda seed: seeded_head(1, 8, 4, seed, 1, "cnn"),
+    "conv-encoded-segments": lambda seed: build_segments("gru", 8, 16, 10, 2, seed, encoder="conv"),
+    "mobilenet": lambda seed: build_model("mobilenet", (1, 16, 32), 7, seed),
+    "resnet10": lambda seed: build_model("resnet10", (1, 16, 32), 7, seed),
     "vertical-top": lambda seed: seeded_top(2, 10, seed),
 }
 

@@ -7,10 +7,21 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.errors import ConfigError
-from splitfed.models import build_model, resolve_cut, split_model
+from splitfed.models import architecture, build_model, check_cut, resolve_cut, split_model
 
 
-@pytest.mark.parametrize(("name", "shape"), [("cnn", (1, 8, 8)), ("cnn", (1, 64, 128)), ("resnet18", (1, 16, 16))])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("cnn", (1, 8, 8)),
+        ("cnn", (1, 64, 128)),
+        ("resnet18", (1, 16, 16)),
+        ("cnn-deep", (1, 32, 64)),
+        ("mobilenet", (1, 32, 64)),
+        ("resnet10", (1, 32, 64)),
+        ("resnet10", (3, 16, 16)),
+    ],
+)
 def test_split_equals_unsplit_forward_and_gradients(name: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     x, y = torch.randn(4, *shape), torch.tensor([0, 1, 2, 3])
@@ -39,3 +50,16 @@ def test_same_seed_same_weights_and_cut_range() -> None:
         resolve_cut("cnn", 4, a)
     with pytest.raises(ConfigError, match="neither a built-in model"):
         build_model("vgg", (1, 8, 8), 10, seed=0)
+
+
+def test_auto_is_the_compact_cnn_for_small_images_and_mobilenet_from_32_pixels() -> None:
+    assert architecture("auto", (1, 8, 8)) == architecture("auto", (1, 31, 64)) == "cnn"
+    assert architecture("auto", (1, 32, 64)) == architecture("auto", (3, 64, 128)) == "mobilenet"
+    assert architecture("resnet10", (1, 8, 8)) == "resnet10"  # a name is built as given
+    for shape, same_as in (((1, 8, 8), "cnn"), ((1, 64, 128), "mobilenet")):
+        auto, named = build_model("auto", shape, 7, seed=2), build_model(same_as, shape, 7, seed=2)
+        assert [k for k, _ in auto.named_parameters()] == [k for k, _ in named.named_parameters()]
+        assert all(torch.equal(p, q) for p, q in zip(auto.parameters(), named.parameters(), strict=True))
+        assert check_cut("auto", None, shape, 7) == 1
+    with pytest.raises(ConfigError, match="takes images"):
+        build_model("auto", (30,), 2, seed=0)

@@ -234,4 +234,6 @@ def test_folder_mode_and_training_on_the_result(splitfed_cmd, run_protocol, tmp_
     _, out = run_protocol(
         "sflv1", "--clients", "2", "--epochs", "1", "--batch-size", "4", "--data", str(tmp_path / "crops")
     )
-    assert json.loads((out / "config.json").read_text())["input_shape"] == [1, 64, 128]
+    config = json.loads((out / "config.json").read_text())
+    assert config["input_shape"] == [1, 64, 128]
+    assert config["model"] == "auto" and config["architecture"] == "mobilenet"  # eye crops get the larger model

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from splitfed.protocols import psi, pyvertical
 
 from splitfed.config import RunConfig
-from splitfed.errors import DataError
+from splitfed.errors import ConfigError, DataError
+from splitfed.models.vertical import EMBED, HEADS, band_head
 from splitfed.testing import run_in_threads
 from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.transport.zeromq import ZmqServerTransport
@@ -69,6 +70,15 @@ def test_psi_errors_are_clear() -> None:
         psi.check_intersection({"a", "b", "c"}, 10, 2)
     with pytest.raises(DataError, match="must be strings"):
         psi.unique_ids(["a", 3])
+
+
+@pytest.mark.parametrize("size", [(8, 1), (8, 4), (32, 32), (64, 64)])
+def test_every_head_kind_takes_any_band_and_gives_the_embedding(size: tuple[int, int]) -> None:
+    for kind in HEADS:
+        head = band_head(1, *size, kind).eval()
+        assert head(torch.zeros(2, 1, *size)).shape == (2, EMBED), (kind, size)
+    with pytest.raises(ConfigError, match="--head"):
+        band_head(1, 8, 8, "vgg")
 
 
 def test_each_head_gets_its_own_gradient_slice() -> None:

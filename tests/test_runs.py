@@ -93,6 +93,7 @@ def test_two_clients_learn_and_write_the_run_folder(protocol, transport, splitfe
     assert 0 < per_round <= summary["bytes_sent"] < per_round * 1.01  # the total also counts the join handshake
     config = json.loads((out / "config.json").read_text())
     assert config["protocol"] == protocol and config["clients"] == 2
+    assert config["architecture"] == "cnn"  # --model auto on the 8x8 digits
     for name in ("curves.png", "confusion.png", "checkpoint.pt"):
         assert (out / name).stat().st_size > 1000, name
     mode = 0o666 & ~_umask()  # run files get what any new file of this user gets (they were 0600)

@@ -1,12 +1,18 @@
 """Models as ordered blocks, and the cut that splits them into a client and a server half.
 
-``--model`` names a built-in (``cnn``, ``resnet18``) or a factory of the user's own by
+``--model`` names a built-in (``auto``, ``cnn``, ``cnn-deep``, ``mobilenet``, ``resnet10``,
+``resnet18``) or a factory of the user's own by
 import path (``package.module:factory`` or ``path/to/file.py:factory``, see
 :mod:`splitfed.imports`). A factory is called as ``factory(shape, n_classes)`` with the
 input shape of one example (e.g. ``(1, 64, 128)`` or ``(30,)``) and returns the model
 as ordered blocks: an ``nn.Sequential``, a list of modules, or a list of
 ``(name, module)`` pairs. ``--cut N`` gives the client the first N blocks; without
 ``--cut`` the client keeps ``factory.default_cut`` blocks if the factory sets it, else 1.
+
+``auto``, the default, is the compact ``cnn`` for images under :data:`AUTO_MIN_SIDE` pixels
+on their short side (the 8x8 digits) and :data:`AUTO_LARGE` from there up (eye crops): the
+choice the model comparison in ``benchmarks/proxy_quality.py --models`` supports (README,
+"Choosing the default model").
 """
 
 from __future__ import annotations
@@ -21,27 +27,43 @@ from torch import nn
 
 from splitfed.errors import ConfigError
 from splitfed.imports import is_import_path, load_object
-from splitfed.models.cnn import compact_cnn
+from splitfed.models.cnn import compact_cnn, deep_cnn
 from splitfed.models.init import seeded
+from splitfed.models.mobilenet import mobilenet_blocks
 from splitfed.models.resnet import resnet18_blocks
+from splitfed.models.small_resnet import small_resnet_blocks
 
 Builder = Callable[[tuple[int, ...], int], list[tuple[str, nn.Module]]]
 
 #: name -> (builder, default cut: the number of blocks on the client side)
 MODELS: dict[str, tuple[Builder, int]] = {
     "cnn": (compact_cnn, 1),
+    "cnn-deep": (deep_cnn, 1),
+    "mobilenet": (mobilenet_blocks, 1),
+    "resnet10": (small_resnet_blocks, 1),
     "resnet18": (resnet18_blocks, 2),
 }
+
+DEFAULT_MODEL = "auto"
+#: ``--model auto`` builds AUTO_SMALL below AUTO_MIN_SIDE pixels on the short side, AUTO_LARGE from it up
+AUTO_SMALL, AUTO_LARGE, AUTO_MIN_SIDE = "cnn", "mobilenet", 32
 
 #: a user's factory draws its initial weights from torch's global RNG; parties in threads of
 #: one process take turns, and the global state is restored afterwards
 _GLOBAL_RNG = threading.Lock()
 
 
+def architecture(name: str, shape: tuple[int, ...]) -> str:
+    """What ``--model name`` builds for examples of ``shape``: ``auto`` resolved by the image size."""
+    if name != DEFAULT_MODEL:
+        return name
+    return AUTO_LARGE if len(shape) == 3 and min(shape[1:]) >= AUTO_MIN_SIDE else AUTO_SMALL
+
+
 def check_model_name(name: str) -> None:
-    if name not in MODELS and not is_import_path(name):
+    if name != DEFAULT_MODEL and name not in MODELS and not is_import_path(name):
         raise ConfigError(
-            f"--model {name!r} is neither a built-in model ({', '.join(sorted(MODELS))}) "
+            f"--model {name!r} is neither a built-in model ({', '.join([DEFAULT_MODEL, *sorted(MODELS)])}) "
             "nor an import path (package.module:factory or path/to/file.py:factory)"
         )
 
@@ -49,6 +71,7 @@ def check_model_name(name: str) -> None:
 def build_model(name: str, shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Sequential:
     """The whole (unsplit) model, initialised from ``seed`` alone (see :mod:`splitfed.models.init`)."""
     check_model_name(name)
+    name = architecture(name, shape)
     if name in MODELS:
         builder = MODELS[name][0]
         conv_init = "kaiming_fan_out" if name.startswith("resnet") else "torch"
@@ -106,6 +129,8 @@ def _as_blocks(name: str, built: Any) -> nn.Sequential:
 
 
 def default_cut(name: str) -> int:
+    if name == DEFAULT_MODEL:  # both of auto's choices keep one block on the client
+        return MODELS[AUTO_SMALL][1]
     if name in MODELS:
         return MODELS[name][1]
     cut = getattr(load_object(name, "--model"), "default_cut", 1)
@@ -130,6 +155,7 @@ def check_cut(name: str, cut: int | None, shape: tuple[int, ...], n_classes: int
     ``meta`` (no memory, no weights); a factory of the user's is built and run on one example,
     so that a model that cannot take the data fails here, with the factory's name."""
     check_model_name(name)
+    name = architecture(name, shape)
     if name in MODELS:
         with torch.device("meta"):
             model = nn.Sequential(OrderedDict(_built_in(name, MODELS[name][0], shape, n_classes)))
@@ -155,4 +181,14 @@ def split_model(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Seque
     return nn.Sequential(OrderedDict(blocks[:cut])), nn.Sequential(OrderedDict(blocks[cut:]))
 
 
-__all__ = ["MODELS", "build_model", "check_cut", "check_model_name", "default_cut", "resolve_cut", "split_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "architecture",
+    "build_model",
+    "check_cut",
+    "check_model_name",
+    "default_cut",
+    "resolve_cut",
+    "split_model",
+]

@@ -34,3 +34,29 @@ def compact_cnn(shape: tuple[int, int, int], n_classes: int, width: int = 32) ->
             nn.Sequential(nn.Flatten(), nn.Linear(w3 * out_h * out_w, 128), nn.ReLU(), nn.Linear(128, n_classes)),
         ),
     ]
+
+
+def _double_conv(c_in: int, c_out: int, groups: int = 8) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.GroupNorm(groups, c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.GroupNorm(groups, c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def deep_cnn(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> list[tuple[str, nn.Module]]:
+    """Five blocks, VGG-style: one 3x3 convolution at full resolution, then three stages of two
+    3x3 convolutions (32-256 channels), each stage but the last halving the resolution, then a
+    global-average-pooled head with dropout."""
+    c = shape[0]
+    w1, w2, w3, w4 = width, 2 * width, 4 * width, 8 * width
+    return [
+        ("conv1", nn.Sequential(nn.Conv2d(c, w1, 3, padding=1), nn.GroupNorm(8, w1), nn.ReLU(), nn.MaxPool2d(2))),
+        ("conv2", nn.Sequential(*_double_conv(w1, w2), nn.MaxPool2d(2))),
+        ("conv3", nn.Sequential(*_double_conv(w2, w3), nn.MaxPool2d(2))),
+        ("conv4", nn.Sequential(*_double_conv(w3, w4))),
+        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(w4, n_classes))),
+    ]

@@ -17,21 +17,56 @@ CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 State = tuple[torch.Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 
 
-class SegmentRNN(nn.Module):
-    """One recurrent layer over one segment: (batch, time, features), state in -> state out."""
+ENCODERS = ("none", "conv")
+ENCODED = 256  # features per time step out of the conv encoder
 
-    def __init__(self, cell: str, input_size: int, hidden: int) -> None:
+
+def step_encoder(channels: int, input_size: int) -> nn.Sequential:
+    """A 1-D CNN applied to every time step (an image row: ``channels`` x width pixels) alike.
+
+    It gives the recurrent layer features that do not move when the picture shifts along
+    the step: two convolutions with pooling, then the strongest response in each of 8 places.
+    """
+    if input_size % channels:
+        raise ConfigError(f"--encoder conv: {input_size} features per step are not {channels} channels of pixels")
+    return nn.Sequential(
+        nn.Unflatten(-1, (channels, input_size // channels)),
+        nn.Conv1d(channels, 16, 5, padding=2),
+        nn.GroupNorm(4, 16),
+        nn.ReLU(),
+        nn.MaxPool1d(2, ceil_mode=True),
+        nn.Conv1d(16, 32, 5, padding=2),
+        nn.GroupNorm(8, 32),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool1d(8),
+        nn.Flatten(),
+    )
+
+
+class SegmentRNN(nn.Module):
+    """One recurrent layer over one segment: (batch, time, features), state in -> state out.
+
+    With ``encoder="conv"`` each time step first goes through :func:`step_encoder`.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden: int, encoder: str = "none", channels: int = 1) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"--cell {cell!r} is not one of {sorted(CELLS)}")
+        if encoder not in ENCODERS:
+            raise ConfigError(f"--encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
         self.cell, self.hidden = cell, hidden
-        self.rnn = CELLS[cell](input_size, hidden, batch_first=True)
+        self.encoder = step_encoder(channels, input_size) if encoder == "conv" else None
+        self.rnn = CELLS[cell](ENCODED if self.encoder is not None else input_size, hidden, batch_first=True)
 
     def zero_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         h = torch.zeros(1, batch, self.hidden, device=device)
         return (h, torch.zeros_like(h)) if self.cell == "lstm" else (h,)
 
     def forward(self, x: torch.Tensor, state: State) -> State:
+        if self.encoder is not None:
+            n, t, f = x.shape
+            x = self.encoder(x.reshape(n * t, f)).reshape(n, t, ENCODED)
         _, out = self.rnn(x, state if self.cell == "lstm" else state[0])
         return tuple(out) if self.cell == "lstm" else (out,)
 
@@ -55,11 +90,22 @@ def segment_bounds(length: int, segments: int) -> list[tuple[int, int]]:
 
 
 def build_segments(
-    cell: str, input_size: int, hidden: int, n_classes: int, segments: int, seed: int
+    cell: str,
+    input_size: int,
+    hidden: int,
+    n_classes: int,
+    segments: int,
+    seed: int,
+    encoder: str = "none",
+    channels: int = 1,
 ) -> tuple[list[SegmentRNN], nn.Linear]:
     """All sub-networks and the classifier, initialised from ``seed`` (the same on every party)."""
     if cell not in CELLS:
         raise ConfigError(f"--cell {cell!r} is not one of {sorted(CELLS)}")
     return seeded(
-        lambda: ([SegmentRNN(cell, input_size, hidden) for _ in range(segments)], nn.Linear(hidden, n_classes)), seed
+        lambda: (
+            [SegmentRNN(cell, input_size, hidden, encoder, channels) for _ in range(segments)],
+            nn.Linear(hidden, n_classes),
+        ),
+        seed,
     )

@@ -16,6 +16,7 @@ from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
 from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
+from splitfed.models import architecture
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
 from splitfed.runtime.outputs import RunWriter
@@ -186,6 +187,8 @@ class _ServerRun:
         facts = role.setup(clients, ready)
         clients.reply_all(lambda peer: _ack(role.start(peer)))
         facts.update(role.prepare(clients))
+        if self.spec.uses_model and "input_shape" in facts:  # what --model auto (or a name) built
+            facts["architecture"] = architecture(config.model, tuple(facts["input_shape"]))
         follow_recipe(role, config)
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)

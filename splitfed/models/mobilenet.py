@@ -1,0 +1,42 @@
+"""A small MobileNet-style net (depthwise-separable convolutions) for grayscale crops.
+
+Five blocks, each a sensible place to cut: a strided stem, three stages that each double
+the channels and halve the resolution, and a pooled linear head. GroupNorm rather than
+BatchNorm: FedAvg averages weights, and GroupNorm has no running statistics whose average
+would mean nothing.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def separable(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1 convolution (MobileNet v1's building block)."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+        nn.GroupNorm(min(8, c_in), c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        nn.GroupNorm(8, c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def mobilenet_blocks(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> list[tuple[str, nn.Module]]:
+    channels = shape[0]
+    return [
+        (
+            "stem",
+            nn.Sequential(
+                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, width), nn.ReLU()
+            ),
+        ),
+        ("stage1", nn.Sequential(separable(width, 2 * width, 1), separable(2 * width, 2 * width, 2))),
+        ("stage2", nn.Sequential(separable(2 * width, 4 * width, 1), separable(4 * width, 4 * width, 2))),
+        ("stage3", nn.Sequential(separable(4 * width, 8 * width, 1), separable(8 * width, 8 * width, 2))),
+        (
+            "head",
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * width, n_classes)),
+        ),
+    ]
