@@ -9,7 +9,7 @@ Every party then trains on it as a real folder of PNGs, exactly as on eye crops.
 Each configuration adds one piece of the recipe to the one before:
 
     baseline        cnn, adam, lr 1e-3, no augmentation
-    + augment       --augment standard-noflip  (not for fedsl/pyvertical: parts of examples)
+    + augment       --augment standard-noflip  (fedsl, pyvertical: the same transform of each band)
     + schedule      --schedule cosine --warmup 2
     + smoothing     --label-smoothing 0.1
     + model         --model examples/mobilenet.py:mobilenet  (not for fedsl/pyvertical)
@@ -93,10 +93,10 @@ def configurations() -> list[tuple[str, dict]]:
 
 
 def applicable(protocol: str, settings: dict) -> dict:
-    """What a protocol can take of the recipe: fedsl and pyvertical hold parts of examples."""
+    """What a protocol can take of the recipe: fedsl and pyvertical build their own networks."""
     if protocol in WHOLE_EXAMPLES:
         return settings
-    return {k: v for k, v in settings.items() if k not in ("augment", "model")} | {"augment": "none"}
+    return {k: v for k, v in settings.items() if k != "model"}
 
 
 def main() -> None:
@@ -111,9 +111,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench") / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--models", default=None, help="compare these models (comma-separated) instead")
     parser.add_argument("--seeds", default=None, help="with --models: seeds to average over, e.g. 0,1")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="compare protocol settings instead, each 'PROTOCOL key=value,...' (e.g. 'fedsl encoder=conv')",
+    )
     args = parser.parse_args()
     if args.models:
         compare_models(args)
+        return
+    if args.variants:
+        compare_variants(args)
         return
 
     import splitfed
@@ -233,6 +242,53 @@ def compare_models(args: argparse.Namespace) -> None:
     (args.out / "models.md").write_text(table + "\n")
     (args.out / "models.json").write_text(json.dumps(rows, indent=2))
     print(table)
+
+
+def _setting(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def compare_variants(args: argparse.Namespace) -> None:
+    """Each ``PROTOCOL key=value,...`` of ``--variants`` on the proxy; a table of final/best test accuracy."""
+    import splitfed
+
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    data = make_proxy(args.out.parent / "proxy-data", per_class=args.per_class, size=(height, width), seed=1234)
+    lines = [
+        f"Proxy: digits in {height}x{width} canvases, {args.per_class} per class, {args.clients} clients, "
+        f"{args.epochs} rounds, seed {args.seed}.",
+        "",
+        "| protocol | settings | test (best round's) | train | s/round |",
+        "|---|---|---|---|---|",
+    ]
+    for n, variant in enumerate(args.variants):
+        protocol, _, rest = variant.partition(" ")
+        settings = {k.replace("-", "_"): _setting(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+        result = splitfed.run(
+            protocol,
+            clients=args.clients,
+            epochs=args.epochs,
+            data=str(data),
+            seed=args.seed,
+            in_process=True,
+            out=args.out / "runs" / f"{protocol}-{n:02d}",
+            **settings,
+        )
+        best = max(r["test_accuracy"] for r in result.metrics)
+        line = (
+            f"| {protocol} | {rest or 'defaults'} | {result.test_accuracy:.3f} ({best:.3f}) | "
+            f"{result.summary['train_accuracy']:.3f} | {result.summary['seconds_per_epoch']:.1f} |"
+        )
+        print(line, flush=True)
+        lines.append(line)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "variants.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

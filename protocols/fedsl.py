@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from splitfed.aggregation import fedavg
 from splitfed.checks import check_partition
 from splitfed.config import RunConfig
+from splitfed.data.band_augment import band_augment
 from splitfed.data.datasets import load_index
 from splitfed.data.shards import batch_order, client_rows
 from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
-from splitfed.models.rnn import CELLS, ENCODERS, build_segments, segment_bounds, to_sequence
+from splitfed.models.rnn import CELLS, ENCODERS, build_segments, from_sequence, segment_bounds, to_sequence
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients, Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest, Option, ProtocolSpec, RoundResult, ServerRole
@@ -87,7 +88,10 @@ class FedSLClient(ClientRole):
         # Keep only this party's segment of every sequence; the rest is dropped at once.
         self.train_x, self.train_y = self._segment(index, train_rows, order, start, stop)
         self.test_x, self.test_y = self._segment(index, test_rows, order, start, stop)
-        self.classes, self.shape = index.classes, index.shape
+        self.classes, self.shape, self.order = index.classes, index.shape, order
+        c, h, w = index.shape
+        region = (h, w, start, 0) if order == "rows" else (h, w, 0, start)
+        self.augment = band_augment(cfg.augment, index.kind, region, columns=order == "cols", protocol="fedsl")
         features = self.train_x.shape[2]
         subnets, head = build_segments(
             cfg.option("cell"),
@@ -147,10 +151,15 @@ class FedSLClient(ClientRole):
         cfg = self.config
         self.net.train()
         for epoch in range(cfg.local_epochs):
+            params = None
+            if self.augment is not None:  # the group's parties draw the same parameters for the same row
+                params = self.augment.params(
+                    len(self.train_y), seed=cfg.seed, group=self.group, round=round, epoch=epoch
+                )
             for rows in batch_order(
                 len(self.train_y), cfg.batch_size, seed=cfg.seed, client=self.group, round=round, epoch=epoch
             ):
-                self.train_batch(server, rows)
+                self.train_batch(server, rows, params)
         entries = state_copy(self.net)
         if self.head is not None:
             entries.update({f"head.{k}": v for k, v in state_copy(self.head).items()})
@@ -166,9 +175,13 @@ class FedSLClient(ClientRole):
         if self.head is not None:
             self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
 
-    def train_batch(self, server: Server, rows: torch.Tensor) -> None:
+    def train_batch(self, server: Server, rows: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> None:
         self.step_no += 1
-        x = self.train_x[rows].to(self.device)
+        x = self.train_x[rows]
+        if params is not None:  # augment the segment as the band of the image it is, then back to steps
+            band = self.augment(from_sequence(x, self.order, self.shape[0]), params, rows)
+            x = to_sequence(band, self.order)
+        x = x.to(self.device)
         state_in = tuple(t.requires_grad_(self.position > 0) for t in self._state_in(server, "train", len(rows)))
         state_out = self.net(x, state_in)
         self.opt.zero_grad(set_to_none=True)
@@ -353,7 +366,7 @@ SPEC = ProtocolSpec(
     ),
     defaults={"lr": 3e-3},
     validate=_validate,
-    augments=False,
+    augments="bands",
     uses_model=False,
     validates=False,
 )

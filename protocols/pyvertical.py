@@ -275,7 +275,7 @@ SPEC = ProtocolSpec(
         ),
     ),
     validate=_validate,
-    augments=False,
+    augments="bands",
     uses_model=False,
     validates=False,
 )

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from splitfed.data.band_augment import band_augment
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
 from splitfed.errors import ConfigError, ProtocolError
@@ -55,6 +56,11 @@ class VerticalOwner(ClientRole):
         self.holds_labels = self.config.option("labels") == "client" and self.k == 0
         c, h, w = self.index.shape
         width = w if self.cols is None else self.cols[1] - self.cols[0]
+        left = 0 if self.cols is None else self.cols[0]
+        self.augment = band_augment(
+            self.config.augment, self.index.kind, (h, w, 0, left), columns=True, protocol="pyvertical"
+        )
+        self.aug_params: dict[str, torch.Tensor] | None = None
         self.head = seeded_head(c, h, width, self.config.seed, self.k, self.config.option("head")).to(device)
         cfg = self.config
         self.opt = make_optimizer(self.head.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -130,7 +136,8 @@ class VerticalOwner(ClientRole):
         rows = server.request(Message("pull", meta={"phase": phase}), "ids").tensors["rows"]
         while len(rows):
             if phase == "train":
-                acts = self.head(x[rows].to(self.device))
+                batch = x[rows] if self.aug_params is None else self.augment(x[rows], self.aug_params, rows)
+                acts = self.head(batch.to(self.device))
                 msg = Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)})
                 if self.holds_labels:
                     reply = self._loss_here(server, server.request(msg, "logits"), rows, train=True)
@@ -158,6 +165,10 @@ class VerticalOwner(ClientRole):
 
     def train_round(self, server: Server, round: int) -> None:
         self.head.train()
+        if self.augment is not None:  # every owner draws the same parameters for the same aligned row
+            self.aug_params = self.augment.params(
+                len(self.train_x), seed=self.config.seed, group=0, round=round, epoch=0
+            )
         self._phase(server, "train", self.train_x)
 
     def evaluate(self, server: Server, round: int) -> dict:

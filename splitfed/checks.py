@@ -24,10 +24,10 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
     config = config.replace(options=spec.option_values(config.options))  # the protocol's options, checked
     parse_scheme(config.partition)
     check_augment(config.augment)
-    if not spec.augments and config.augment not in ("auto", "none"):
+    if spec.augments == "bands" and config.augment not in ("auto", "none", "standard", "standard-noflip"):
         raise ConfigError(
-            f"--augment {config.augment}: in {spec.name} each client holds only part of every example, "
-            "which cannot be augmented on its own; use --augment none"
+            f"--augment {config.augment}: in {spec.name} each client holds only a band of every example, and a "
+            "function of your own augments whole examples; use --augment standard, standard-noflip or none"
         )
     if not spec.uses_model and config.model != DEFAULT_MODEL:
         raise ConfigError(
@@ -45,7 +45,7 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
             f"{spec.name} splits images (channels, height, width), but {config.data} holds examples of shape "
             f"{tuple(index.shape)}; use sflv1, sflv2, sl, fedavg or centralized with a model of your own"
         )
-    if index is not None and spec.augments:
+    if index is not None and spec.augments == "examples":
         make_augment(config.augment, index.kind, index.shape)
     if spec.validate is not None:
         spec.validate(config, index)

@@ -193,9 +193,11 @@ class ProtocolSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: False for protocols run in one process with no clients (centralised)
     distributed: bool = True
-    #: False where a client holds part of each example (feature bands, sequence segments):
-    #: augmenting parts on their own would break the examples, so --augment is refused
-    augments: bool = True
+    #: "examples" where a client holds whole examples and augments them (any --augment);
+    #: "bands" where it holds a band of every example (feature bands, sequence segments): every
+    #: party applies the same whole-image transform to its band (splitfed.data.band_augment),
+    #: so only the built-in augmentations apply
+    augments: str = "examples"
     #: False where the protocol builds its own networks from images (FedSL's recurrent segments,
     #: PyVertical's band heads): --model does not apply, and the data must be images
     uses_model: bool = True

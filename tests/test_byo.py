@@ -158,10 +158,11 @@ def test_a_one_argument_pipeline_is_applied_per_example_and_seeded(user_code: Pa
     assert 0 < sum(mirrored) < 8  # drawn per example, not once for the batch
 
 
-def test_protocols_that_hold_parts_of_examples_refuse_augmentation() -> None:
+def test_protocols_that_hold_bands_refuse_an_augmentation_of_whole_examples() -> None:
     for name in ("fedsl", "pyvertical"):
-        with pytest.raises(ConfigError, match="holds only part of every example"):
-            check_run(RunConfig(protocol=name, augment="standard"), registry.get(name))
+        with pytest.raises(ConfigError, match="holds only a band of every example"):
+            check_run(RunConfig(protocol=name, augment="pipeline:flip"), registry.get(name), with_data=False)
+        check_run(RunConfig(protocol=name, augment="standard"), registry.get(name), with_data=False)
 
 
 def test_bring_your_own_over_real_processes(splitfed_cmd, user_code: Path) -> None:

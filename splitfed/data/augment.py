@@ -97,9 +97,10 @@ class StandardAugment:
         self.brightness, self.contrast = brightness, contrast
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-        if n == 0:
-            return x
+        return self.apply(x, self.draw(x.shape[0], generator))
+
+    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The random parameters of ``n`` images, one value of each per image."""
 
         def uniform(low: float, high: float) -> torch.Tensor:
             return torch.rand(n, generator=generator) * (high - low) + low
@@ -110,17 +111,52 @@ class StandardAugment:
         mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
         bright = uniform(-self.brightness, self.brightness)
         contrast = uniform(*self.contrast)
+        return {
+            "angle": angle,
+            "scale": scale,
+            "tx": tx,
+            "ty": ty,
+            "mirror": mirror,
+            "bright": bright,
+            "contrast": contrast,
+        }
+
+    def apply(
+        self, x: torch.Tensor, p: dict[str, torch.Tensor], region: tuple[int, int, int, int] | None = None
+    ) -> torch.Tensor:
+        """Transform ``x`` (B, C, h, w) with parameters ``p`` (one row per image).
+
+        ``region = (H, W, top, left)`` says that ``x`` is the band at (top, left) of H x W
+        images: the whole image's transform is applied, and where it would fetch pixels from
+        outside the band (which another party holds) the band's nearest edge pixel is used.
+        """
+        n = x.shape[0]
+        if n == 0:
+            return x
         # output pixel -> input pixel: scale and rotate about the centre, mirror x, then shift
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1).to(
-            x.dtype
-        )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        cos, sin = torch.cos(p["angle"]) / p["scale"], torch.sin(p["angle"]) / p["scale"]
+        mirror = p["mirror"]
+        theta = torch.stack(
+            [torch.stack([cos * mirror, -sin, p["tx"]], 1), torch.stack([sin * mirror, cos, p["ty"]], 1)], 1
+        ).to(x.dtype)
+        if region is None:
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        else:
+            grid = _band_grid(theta, x.shape, region)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         shape = (n, 1, 1, 1)
-        out = (out - mean) * contrast.view(shape).to(x.dtype) + mean + bright.view(shape).to(x.dtype)
+        out = (out - mean) * p["contrast"].view(shape).to(x.dtype) + mean + p["bright"].view(shape).to(x.dtype)
         return out.clamp(-1.0, 1.0)
+
+
+def _band_grid(theta: torch.Tensor, band: torch.Size, region: tuple[int, int, int, int]) -> torch.Tensor:
+    """The whole image's sampling grid, cut to the band and expressed in the band's own coordinates."""
+    n, c, h, w = band
+    height, width, top, left = region
+    grid = F.affine_grid(theta, [n, c, height, width], align_corners=False)[:, top : top + h, left : left + w]
+    px, py = ((grid[..., 0] + 1) * width - 1) / 2, ((grid[..., 1] + 1) * height - 1) / 2  # whole-image pixels
+    return torch.stack([(2 * (px - left) + 1) / w - 1, (2 * (py - top) + 1) / h - 1], dim=-1)
 
 
 def _user_augment(path: str) -> Augment:

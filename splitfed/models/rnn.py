@@ -81,6 +81,13 @@ def to_sequence(images: torch.Tensor, order: str) -> torch.Tensor:
     raise ConfigError(f"--sequence {order!r} is not one of rows, cols")
 
 
+def from_sequence(seq: torch.Tensor, order: str, channels: int) -> torch.Tensor:
+    """The inverse of :func:`to_sequence`: (N, time, features) -> (N, C, H, W) (a band, for a segment)."""
+    n, t, f = seq.shape
+    steps = seq.reshape(n, t, channels, f // channels)
+    return steps.permute(0, 2, 1, 3) if order == "rows" else steps.permute(0, 2, 3, 1)
+
+
 def segment_bounds(length: int, segments: int) -> list[tuple[int, int]]:
     """Consecutive, near-equal [start, stop) time ranges, one per segment."""
     if not 1 <= segments <= length:
