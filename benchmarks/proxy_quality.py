@@ -12,7 +12,7 @@ Each configuration adds one piece of the recipe to the one before:
     + augment       --augment standard-noflip  (fedsl, pyvertical: the same transform of each band)
     + schedule      --schedule cosine --warmup 2
     + smoothing     --label-smoothing 0.1
-    + model         --model examples/mobilenet.py:mobilenet  (not for fedsl/pyvertical)
+    + model         --model mobilenet  (not for fedsl/pyvertical)
     augment + model only   the two without the schedule and smoothing (not cumulative)
 
     python benchmarks/proxy_quality.py --epochs 15 --out bench/proxy
@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("centralized", "sflv1", "sflv2", "fedsl", "pyvertical")
 WHOLE_EXAMPLES = ("centralized", "sflv1", "sflv2")  # augmentation and --model apply to these
 
@@ -75,13 +74,13 @@ def make_proxy(root: Path, *, per_class: int, size: tuple[int, int], seed: int) 
 
 
 def configurations() -> list[tuple[str, dict]]:
-    recipe: dict = {"augment": "none"}
+    recipe: dict = {"augment": "none", "model": "cnn"}
     steps = [
         ("baseline", {}),
         ("+ augment", {"augment": "standard-noflip"}),
         ("+ schedule", {"schedule": "cosine", "warmup": 2}),
         ("+ smoothing", {"label_smoothing": 0.1}),
-        ("+ model", {"model": f"{REPO / 'examples' / 'mobilenet.py'}:mobilenet"}),
+        ("+ model", {"model": "mobilenet"}),
     ]
     out = []
     for name, change in steps:

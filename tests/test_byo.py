@@ -21,7 +21,7 @@ from splitfed.testing import run_in_threads
 
 REPO = Path(__file__).resolve().parents[1]
 TABULAR = f"{REPO / 'examples' / 'tabular.py'}"
-MOBILENET = f"{REPO / 'examples' / 'mobilenet.py'}:mobilenet"
+MOBILENET = f"{REPO / 'examples' / 'torchvision_mobilenet.py'}:mobilenet_v3"
 
 TINY = """
 import torch
@@ -84,7 +84,7 @@ def test_a_model_factory_splits_like_a_built_in_and_split_equals_unsplit(user_co
     assert torch.allclose(server(client(x)), whole(x))
 
 
-def test_the_mobilenet_example_cuts_at_every_block_and_split_equals_unsplit() -> None:
+def test_the_torchvision_example_cuts_at_every_block_and_split_equals_unsplit() -> None:
     whole = build_model(MOBILENET, (1, 64, 128), 7, seed=1).eval()
     x = torch.randn(3, 1, 64, 128)
     for cut in range(1, len(whole)):
