@@ -358,7 +358,7 @@ SPEC = ProtocolSpec(
         Option(
             "encoder",
             str,
-            "none",
+            "conv",
             "none: each time step's pixels go straight into the recurrent cell; conv: through a small "
             "1-D CNN first (per step, shared by the segment's steps)",
             choices=ENCODERS,

@@ -160,7 +160,7 @@ def _fedsl_predictor(config: RunConfig, segments: dict, n_classes: int, shape: t
         n_classes,
         k,
         config.seed,
-        encoder=config.option("encoder", "none"),
+        encoder=config.option("encoder", "none"),  # runs from before the option had no encoder
         channels=shape[0],
     )
     for position, net in enumerate(nets):
