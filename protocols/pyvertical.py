@@ -268,9 +268,9 @@ SPEC = ProtocolSpec(
         Option(
             "head",
             str,
-            "basic",
+            "cnn",
             "each owner's network over its band: basic (two full-resolution convolutions) or cnn "
-            "(three GroupNorm conv blocks with pooling and dropout)",
+            "(three GroupNorm conv blocks with pooling; the default)",
             choices=HEADS,
         ),
     ),

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.errors import ConfigError
-from splitfed.models import architecture, build_model, check_cut, resolve_cut, split_model
+from splitfed.models import MODELS, architecture, build_model, check_cut, resolve_cut, split_model
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,11 @@ def test_auto_is_the_compact_cnn_for_small_images_and_mobilenet_from_32_pixels()
         assert check_cut("auto", None, shape, 7) == 1
     with pytest.raises(ConfigError, match="takes images"):
         build_model("auto", (30,), 2, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_built_in_models_draw_nothing_at_random_while_training(name: str) -> None:
+    """Dropout would draw from torch's process-global RNG: parties in threads would share it and a
+    resumed run could not replay the masks, so same seed, same numbers would not hold."""
+    model = build_model(name, (1, 16, 32), 7, seed=0)
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]

@@ -50,7 +50,7 @@ def _double_conv(c_in: int, c_out: int, groups: int = 8) -> list[nn.Module]:
 def deep_cnn(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> list[tuple[str, nn.Module]]:
     """Five blocks, VGG-style: one 3x3 convolution at full resolution, then three stages of two
     3x3 convolutions (32-256 channels), each stage but the last halving the resolution, then a
-    global-average-pooled head with dropout."""
+    global-average-pooled linear head."""
     c = shape[0]
     w1, w2, w3, w4 = width, 2 * width, 4 * width, 8 * width
     return [
@@ -58,5 +58,5 @@ def deep_cnn(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> li
         ("conv2", nn.Sequential(*_double_conv(w1, w2), nn.MaxPool2d(2))),
         ("conv3", nn.Sequential(*_double_conv(w2, w3), nn.MaxPool2d(2))),
         ("conv4", nn.Sequential(*_double_conv(w3, w4))),
-        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(w4, n_classes))),
+        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w4, n_classes))),
     ]

@@ -37,6 +37,6 @@ def mobilenet_blocks(shape: tuple[int, int, int], n_classes: int, width: int = 3
         ("stage3", nn.Sequential(separable(4 * width, 8 * width, 1), separable(8 * width, 8 * width, 2))),
         (
             "head",
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * width, n_classes)),
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * width, n_classes)),
         ),
     ]

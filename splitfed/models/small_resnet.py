@@ -44,5 +44,5 @@ def small_resnet_blocks(shape: tuple[int, int, int], n_classes: int, width: int 
         ("layer1", nn.Sequential(BasicBlock(w1, w1, 1), BasicBlock(w1, w1, 1))),
         ("layer2", nn.Sequential(BasicBlock(w1, w2, 2), BasicBlock(w2, w2, 1))),
         ("layer3", nn.Sequential(BasicBlock(w2, w3, 2), BasicBlock(w3, w3, 1))),
-        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(w3, n_classes))),
+        ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w3, n_classes))),
     ]

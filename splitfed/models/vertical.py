@@ -33,7 +33,7 @@ def band_head(channels: int, height: int, width: int, kind: str = "basic") -> nn
 
     ``basic``: two 3x3 convolutions at full resolution, averaged down to 4x4. ``cnn``: three
     conv blocks with GroupNorm, the first two halving the resolution (as the compact CNN
-    does), then dropout before the embedding.
+    does), then the embedding.
     """
     if kind == "cnn":
         return _cnn_head(channels, height, width)
@@ -64,7 +64,6 @@ def _cnn_head(channels: int, height: int, width: int) -> nn.Sequential:
         *block(64, 64, False),
         nn.AdaptiveAvgPool2d((max(1, oh), max(1, ow))),
         nn.Flatten(),
-        nn.Dropout(0.2),
         nn.Linear(64 * max(1, oh) * max(1, ow), EMBED),
         nn.ReLU(),
     )
