@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitfed import __version__, registry
-from splitfed.config import OPTIMIZERS, SCHEDULES, WIRE_DTYPES, RunConfig
+from splitfed.config import OPTIMIZERS, PRIVACY_PRESETS, SCHEDULES, WIRE_DTYPES, RunConfig
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
@@ -126,6 +126,7 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         "standard-noflip; or package.module:name, a function augment(x, generator) of your own. "
         "Seeded from --seed (default %(default)s)",
     )
+    _privacy_flags(p, d)
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
     r.add_argument(
@@ -163,6 +164,51 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         _protocol_flags(p.add_argument_group(f"{spec.name} options"), spec)
     if spec is not None and spec.defaults:
         p.set_defaults(**spec.defaults)
+
+
+def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    """What crosses the wire from a client: compression and defences of the cut activations."""
+    g = p.add_argument_group("privacy and compression of the smashed data (sflv1, sflv2, sl)")
+    g.add_argument(
+        "--wire-compress",
+        default=d.wire_compress,
+        help="lossy codec of activations and gradients on the wire: none; int8 (one scale per channel, "
+        "1/4 of float32's bytes); int8:stochastic (unbiased stochastic rounding); topk:F (each example keeps "
+        "its largest-magnitude fraction F, sent as values and int32 positions) (default %(default)s)",
+    )
+    g.add_argument(
+        "--dp-clip",
+        type=float,
+        default=d.dp_clip,
+        metavar="C",
+        help="clip each example's cut activations to L2 norm C on the client before they leave; 0 = off "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--dp-noise",
+        type=float,
+        default=d.dp_noise,
+        metavar="SIGMA",
+        help="add Gaussian noise of std SIGMA*C to every activation that leaves a client, in training and "
+        "evaluation (needs --dp-clip). A measured defence, not a formal DP guarantee: no privacy accounting "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--nopeek",
+        type=float,
+        default=d.nopeek,
+        metavar="WEIGHT",
+        help="NoPeek: add WEIGHT * distance correlation(inputs, activations) of each batch to the client's "
+        "loss; 0 = off (default %(default)s)",
+    )
+    strong = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRIVACY_PRESETS["strong"].items())
+    g.add_argument(
+        "--privacy",
+        choices=tuple(PRIVACY_PRESETS),
+        default=d.privacy,
+        help=f"a preset for the four flags above, for those left at their defaults: strong = {strong} "
+        "(the README's threat model says what it was measured to stop) (default %(default)s)",
+    )
 
 
 def _protocol_flags(group: argparse._ArgumentGroup, spec: ProtocolSpec) -> None:
