@@ -460,6 +460,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     ev.add_argument("--json", action="store_true", help="print evaluation.json instead of a table")
 
+    _attack_parser(sub)
+
     pr = sub.add_parser(
         "predict",
         help="the emotion in face photos: crop each eye region as the training data was, then classify",
@@ -535,3 +537,27 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     if not any(a.dest == "threads" for a in p._actions):
         p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
         p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
+
+
+def _attack_parser(sub: argparse._SubParsersAction) -> None:
+    at = sub.add_parser(
+        "attack",
+        help="measure what the server can rebuild of the inputs from a run's cut activations",
+        description="The input-reconstruction attack on the run folder RUN (sflv1, sflv2, sl): an attacker "
+        "with an auxiliary sample disjoint from the victims trains a decoder from the run's client half "
+        "(after the run's own clipping and noise) back to the images, then rebuilds the victims' held-out "
+        "images. Prints SSIM and PSNR; writes attack.json and reconstructions.png (originals above "
+        "reconstructions) into RUN/attack/ (or --out). Needs scikit-image (pip install 'splitfed[attack]').",
+    )
+    at.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
+    at.add_argument(
+        "--aux",
+        default=None,
+        help="the attacker's own data (a folder or an import path, same input shape), all of it (default: half "
+        "the run's held-out test rows, by person where the data has person ids; the victims are the rest)",
+    )
+    at.add_argument("--victims", type=int, default=64, help="held-out images to rebuild (default %(default)s)")
+    at.add_argument("--width", type=int, default=32, help="the decoder's channels (default %(default)s)")
+    at.add_argument("--epochs", type=int, default=20, help="the decoder's training epochs (default %(default)s)")
+    at.add_argument("--seed", type=int, default=0, help="seeds the decoder and its batches (default %(default)s)")
+    at.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/attack/)")
