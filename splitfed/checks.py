@@ -67,6 +67,8 @@ def check_smashed(config: RunConfig, spec: ProtocolSpec) -> None:
         )
         if on
     ]
+    if given and config.privacy != "none":
+        given = [f"--privacy {config.privacy}"]
     if given and not spec.smashed:
         raise ConfigError(f"{given[0]} applies to sflv1, sflv2 and sl only, not to {spec.name}; leave it out")
 

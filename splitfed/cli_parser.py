@@ -206,8 +206,8 @@ def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
         "--privacy",
         choices=tuple(PRIVACY_PRESETS),
         default=d.privacy,
-        help=f"a preset for the four flags above, for those left at their defaults: strong = {strong} "
-        "(the README's threat model says what it was measured to stop) (default %(default)s)",
+        help=f"a preset for the flags above and --cut, for those left at their defaults: strong = {strong} "
+        "(the README's privacy table says what it was measured to stop, and what not) (default %(default)s)",
     )
 
 
