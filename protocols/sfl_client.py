@@ -18,6 +18,7 @@ from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.wire import Message
 
+from .defences import EVAL_STREAM, Defence, client_backward, noise_generator
 from .handshake import describe_shard
 from .split_steps import from_wire, state_copy, to_wire
 
@@ -50,6 +51,8 @@ class SFLClient(ClientRole):
         full = build_model(cfg.model, self.shard.shape, len(self.shard.classes), cfg.seed)
         self.half = split_model(full, resolve_cut(cfg.model, cfg.cut, full))[0].to(device)
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.defence = Defence.of(cfg)
+        self.codec = {"acts": cfg.wire_compress} if cfg.wire_compress != "none" else {}
 
     def describe(self) -> dict:
         return describe_shard(self.shard)
@@ -76,20 +79,38 @@ class SFLClient(ClientRole):
                 x, y = s.train_batch(
                     rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i
                 )
-                self.train_batch(server, x, y, last=last, step=i)
+                self.train_batch(server, x, y, last=last, step=i, noise=self.noise(round, epoch, i))
         self.exchange_weights(server)
 
-    def train_batch(self, server: Server, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
-        acts = self.half(x.to(self.device))
+    def noise(self, round: int, epoch: int, step: int) -> torch.Generator | None:
+        """The batch's private noise stream, when --dp-noise is on."""
+        if not self.defence.noise:
+            return None
+        return noise_generator(self.config.seed, self.assignment.index, round, epoch, step)
+
+    def train_batch(
+        self,
+        server: Server,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        last: bool,
+        step: int,
+        noise: torch.Generator | None = None,
+    ) -> None:
+        x = x.to(self.device)
+        acts = self.half(x)
+        sent = self.defence.release(acts, noise)  # clipped and noised here, before anything is encoded
         msg = Message(
             "forward",
             meta={"last": last},
-            tensors={"acts": to_wire(acts, self.config.wire_dtype), "labels": y},
+            tensors={"acts": to_wire(sent, self.config.wire_dtype), "labels": y},
             step=step,
+            codec=self.codec,
         )
         reply = server.request(msg, "gradient")
         self.opt.zero_grad(set_to_none=True)
-        acts.backward(from_wire(reply.tensors["grad"], self.device))
+        client_backward(sent, from_wire(reply.tensors["grad"], self.device), self.defence.penalty(x, acts))
         self.opt.step()
 
     def exchange_weights(self, server: Server) -> None:
@@ -103,7 +124,9 @@ class SFLClient(ClientRole):
         self.half.eval()
         for start in range(0, len(rows_y), EVAL_BATCH):
             x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
-            acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
-            server.request(Message("eval", tensors={"acts": acts, "labels": y}), "eval_result")
+            noise = self.noise(round, EVAL_STREAM, start)
+            acts = to_wire(self.defence.release(self.half(x.to(self.device)), noise), self.config.wire_dtype)
+            msg = Message("eval", tensors={"acts": acts, "labels": y}, codec=self.codec)
+            server.request(msg, "eval_result")
         self.half.train()
         return {}

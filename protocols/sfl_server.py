@@ -79,6 +79,7 @@ class SFLServerBase(ServerRole):
             meta={"loss": loss_sum / len(labels), "correct": correct},
             tensors={"grad": to_wire(grad, self.config.wire_dtype)},
             step=msg.step,
+            codec={"grad": self.config.wire_compress} if self.config.wire_compress != "none" else {},
         )
         clients.reply(peer, reply)
 

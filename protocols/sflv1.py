@@ -44,5 +44,6 @@ SPEC = ProtocolSpec(
     summary="SplitFed v1: clients train in parallel, one server-half copy per client, both halves FedAvg'd per round",
     server=SFLv1Server,
     client=SFLClient,
+    smashed=True,
     messages=SFL_MESSAGES,
 )

@@ -65,6 +65,7 @@ SPEC = ProtocolSpec(
     summary="SplitFed v2: one server half trained on clients in a random order each round; client halves FedAvg'd",
     server=SFLv2Server,
     client=SFLClient,
+    smashed=True,
     messages=SFL_MESSAGES,
     options=(
         Option(

@@ -74,5 +74,6 @@ SPEC = ProtocolSpec(
     summary="Vanilla split learning: clients take turns on one model, handing the client half on",
     server=SLServer,
     client=SLClient,
+    smashed=True,
     messages=SFL_MESSAGES | {"turn"},
 )

@@ -39,6 +39,7 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
             f"--val-fraction: {spec.name} does not validate yet (its parties hold parts of every example); "
             "leave it at 0"
         )
+    check_smashed(config, spec)
     index = load_index(config.data) if with_data else None
     if index is not None and not spec.uses_model and len(index.shape) != 3:
         raise ConfigError(
@@ -52,6 +53,24 @@ def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) 
     elif index is not None:
         check_split_model(config, index)
         check_partition(config, index, config.clients if spec.distributed else 1)
+
+
+def check_smashed(config: RunConfig, spec: ProtocolSpec) -> None:
+    """Compression and defences of the smashed data exist only where a protocol sends it the SplitFed way."""
+    given = [
+        flag
+        for flag, on in (
+            ("--wire-compress", config.wire_compress != "none"),
+            ("--dp-clip", config.dp_clip),
+            ("--dp-noise", config.dp_noise),
+            ("--nopeek", config.nopeek),
+        )
+        if on
+    ]
+    if given and config.privacy != "none":
+        given = [f"--privacy {config.privacy}"]
+    if given and not spec.smashed:
+        raise ConfigError(f"{given[0]} applies to sflv1, sflv2 and sl only, not to {spec.name}; leave it out")
 
 
 def check_split_model(config: RunConfig, index: DatasetIndex) -> int:

@@ -42,6 +42,11 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         cut=args.cut,
         seed=args.seed,
         wire_dtype=args.wire_dtype,
+        wire_compress=args.wire_compress,
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
+        nopeek=args.nopeek,
+        privacy=args.privacy,
         augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),
@@ -263,6 +268,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from splitfed.attack_run import attack_run
+
+    report = attack_run(
+        args.run, aux=args.aux, victims=args.victims, width=args.width, epochs=args.epochs, seed=args.seed, out=args.out
+    )
+    figures = f"SSIM {report['ssim']:.3f}  PSNR {report['psnr']:.1f} dB"
+    known = f"the attacker's mean image scores SSIM {report['mean_image_ssim']:.3f}"
+    print(f"cut {report['cut']}, attacker: {report['attacker']}: {figures}  ({known})", file=sys.stderr)
+    print((args.out or args.run / "attack") / "attack.json")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from splitfed.devices import resolve_device
     from splitfed.predict import predict_photos, require_some
@@ -330,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _cmd_bench,
             "preprocess": _cmd_preprocess,
             "evaluate": _cmd_evaluate,
+            "attack": _cmd_attack,
             "predict": _cmd_predict,
         }
         return commands[args.command](args)

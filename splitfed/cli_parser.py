@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitfed import __version__, registry
-from splitfed.config import OPTIMIZERS, SCHEDULES, WIRE_DTYPES, RunConfig
+from splitfed.config import OPTIMIZERS, PRIVACY_PRESETS, SCHEDULES, WIRE_DTYPES, RunConfig
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
@@ -129,6 +129,7 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         "standard-noflip; or package.module:name, a function augment(x, generator) of your own. "
         "Seeded from --seed (default %(default)s)",
     )
+    _privacy_flags(p, d)
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
     r.add_argument(
@@ -166,6 +167,51 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         _protocol_flags(p.add_argument_group(f"{spec.name} options"), spec)
     if spec is not None and spec.defaults:
         p.set_defaults(**spec.defaults)
+
+
+def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    """What crosses the wire from a client: compression and defences of the cut activations."""
+    g = p.add_argument_group("privacy and compression of the smashed data (sflv1, sflv2, sl)")
+    g.add_argument(
+        "--wire-compress",
+        default=d.wire_compress,
+        help="lossy codec of activations and gradients on the wire: none; int8 (one scale per channel, "
+        "1/4 of float32's bytes); int8:stochastic (unbiased stochastic rounding); topk:F (each example keeps "
+        "its largest-magnitude fraction F, sent as values and int32 positions) (default %(default)s)",
+    )
+    g.add_argument(
+        "--dp-clip",
+        type=float,
+        default=d.dp_clip,
+        metavar="C",
+        help="clip each example's cut activations to L2 norm C on the client before they leave; 0 = off "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--dp-noise",
+        type=float,
+        default=d.dp_noise,
+        metavar="SIGMA",
+        help="add Gaussian noise of std SIGMA*C to every activation that leaves a client, in training and "
+        "evaluation (needs --dp-clip). A measured defence, not a formal DP guarantee: no privacy accounting "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--nopeek",
+        type=float,
+        default=d.nopeek,
+        metavar="WEIGHT",
+        help="NoPeek: add WEIGHT * distance correlation(inputs, activations) of each batch to the client's "
+        "loss; 0 = off (default %(default)s)",
+    )
+    strong = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRIVACY_PRESETS["strong"].items())
+    g.add_argument(
+        "--privacy",
+        choices=tuple(PRIVACY_PRESETS),
+        default=d.privacy,
+        help=f"a preset for the flags above and --cut, for those left at their defaults: strong = {strong} "
+        "(the README's privacy table says what it was measured to stop, and what not) (default %(default)s)",
+    )
 
 
 def _protocol_flags(group: argparse._ArgumentGroup, spec: ProtocolSpec) -> None:
@@ -421,6 +467,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     ev.add_argument("--json", action="store_true", help="print evaluation.json instead of a table")
 
+    _attack_parser(sub)
+
     pr = sub.add_parser(
         "predict",
         help="the emotion in face photos: crop each eye region as the training data was, then classify",
@@ -496,3 +544,27 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     if not any(a.dest == "threads" for a in p._actions):
         p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
         p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
+
+
+def _attack_parser(sub: argparse._SubParsersAction) -> None:
+    at = sub.add_parser(
+        "attack",
+        help="measure what the server can rebuild of the inputs from a run's cut activations",
+        description="The input-reconstruction attack on the run folder RUN (sflv1, sflv2, sl): an attacker "
+        "with an auxiliary sample disjoint from the victims trains a decoder from the run's client half "
+        "(after the run's own clipping and noise) back to the images, then rebuilds the victims' held-out "
+        "images. Prints SSIM and PSNR; writes attack.json and reconstructions.png (originals above "
+        "reconstructions) into RUN/attack/ (or --out). Needs scikit-image (pip install 'splitfed[attack]').",
+    )
+    at.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
+    at.add_argument(
+        "--aux",
+        default=None,
+        help="the attacker's own data (a folder or an import path, same input shape), all of it (default: half "
+        "the run's held-out test rows, by person where the data has person ids; the victims are the rest)",
+    )
+    at.add_argument("--victims", type=int, default=64, help="held-out images to rebuild (default %(default)s)")
+    at.add_argument("--width", type=int, default=32, help="the decoder's channels (default %(default)s)")
+    at.add_argument("--epochs", type=int, default=20, help="the decoder's training epochs (default %(default)s)")
+    at.add_argument("--seed", type=int, default=0, help="seeds the decoder and its batches (default %(default)s)")
+    at.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/attack/)")

@@ -201,6 +201,9 @@ class ProtocolSpec:
     #: False where the protocol builds its own networks from images (FedSL's recurrent segments,
     #: PyVertical's band heads): --model does not apply, and the data must be images
     uses_model: bool = True
+    #: True where clients send cut activations the SplitFed way (SFLClient and SFLServerBase), which honour
+    #: --wire-compress and the client-side defences (--dp-clip, --dp-noise, --nopeek); refused elsewhere
+    smashed: bool = False
     #: True where the roles' evaluate() honours ``eval_split`` (validation rows, --val-fraction)
     validates: bool = True
     #: checks the protocol's own rules before any process starts; raises ConfigError/DataError.

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from splitfed.errors import WireError
+from splitfed import compress
+from splitfed.errors import ConfigError, WireError
 
 WIRE_VERSION = 1
 
@@ -60,6 +62,7 @@ DTYPES: dict[str, torch.dtype] = {
     "int64": torch.int64,
     "int32": torch.int32,
     "uint8": torch.uint8,
+    "int8": torch.int8,
     "bool": torch.bool,
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -81,6 +84,9 @@ class Message:
     round: int = 0
     step: int = 0
     id: int = 0
+    #: lossy codecs for some tensors, by tensor name (``{"acts": "int8"}``, see :mod:`splitfed.compress`):
+    #: applied by :func:`encode`, undone by :func:`decode`, which records here what arrived compressed
+    codec: dict[str, str] = field(default_factory=dict)
 
 
 def _as_bytes_view(t: torch.Tensor) -> memoryview:
@@ -96,6 +102,23 @@ def _as_bytes_view(t: torch.Tensor) -> memoryview:
     return memoryview(flat.numpy())
 
 
+def _wire_parts(msg: Message, name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor, dict[str, Any]]]:
+    """What one tensor becomes on the wire: itself, or its codec's parts (the first carries the codec)."""
+    codec = compress.parse_codec(msg.codec.get(name, "none"))
+    if codec is None:
+        return [(name, tensor, {})]
+    if not tensor.is_floating_point():
+        raise WireError(f"tensor {name!r}: {codec.name} compresses float tensors, not {tensor.dtype}")
+    tensor = tensor.detach().cpu()
+    if codec.kind == "int8":
+        seed = zlib.crc32(f"{msg.sender}|{msg.round}|{msg.step}|{msg.id}|{name}".encode())
+        q, scale = compress.quantize_int8(tensor, stochastic=codec.stochastic, seed=seed)
+        return [(name, q, {"codec": codec.name}), (name + compress.PART + "scale", scale, {})]
+    values, index = compress.topk_pack(tensor, codec.fraction)
+    head = {"codec": codec.name, "dense": list(tensor.shape)}
+    return [(name, values, head), (name + compress.PART + "index", index, {})]
+
+
 def encode(msg: Message, *, kinds: frozenset[str] | None = None) -> list[bytes | memoryview]:
     """Turn a message into frames: ``[header_json, tensor_0, tensor_1, ...]``.
 
@@ -107,11 +130,14 @@ def encode(msg: Message, *, kinds: frozenset[str] | None = None) -> list[bytes |
     for name, tensor in msg.tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise WireError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
-        dtype = _DTYPE_NAMES.get(tensor.dtype)
-        if dtype is None:
-            raise WireError(f"tensor {name!r} has dtype {tensor.dtype}, not allowed on the wire: {sorted(DTYPES)}")
-        specs.append({"name": name, "dtype": dtype, "shape": list(tensor.shape)})
-        frames.append(_as_bytes_view(tensor))
+        if compress.PART in name:
+            raise WireError(f"tensor name {name!r}: {compress.PART!r} is reserved for the parts of compressed tensors")
+        for part_name, part, extra in _wire_parts(msg, name, tensor):
+            dtype = _DTYPE_NAMES.get(part.dtype)
+            if dtype is None:
+                raise WireError(f"tensor {name!r} has dtype {part.dtype}, not allowed on the wire: {sorted(DTYPES)}")
+            specs.append({"name": part_name, "dtype": dtype, "shape": list(part.shape), **extra})
+            frames.append(_as_bytes_view(part))
     header = {
         "v": WIRE_VERSION,
         "kind": msg.kind,
@@ -141,11 +167,7 @@ def _check_spec(spec: Any, index: int) -> tuple[str, torch.dtype, tuple[int, ...
         raise WireError(f"tensor spec {index} has no valid name")
     if dtype_name not in DTYPES:
         raise WireError(f"tensor {name!r}: dtype {dtype_name!r} is not allowed; allowed: {sorted(DTYPES)}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_NDIM
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_size(d) for d in shape):
         raise WireError(f"tensor {name!r}: shape {shape!r} is not a list of at most {MAX_NDIM} sizes >= 0")
     dtype = DTYPES[dtype_name]
     itemsize = torch.empty(0, dtype=dtype).element_size()
@@ -195,6 +217,7 @@ def decode(
     if len(specs) != len(frames) - 1:
         raise WireError(f"header lists {len(specs)} tensors but {len(frames) - 1} tensor frames arrived")
     checked = [_check_spec(spec, i) for i, spec in enumerate(specs)]
+    codecs = _check_codecs(specs, max_bytes)
     names = [c[0] for c in checked]
     if len(set(names)) != len(names):
         raise WireError(f"duplicate tensor names in {names}")
@@ -206,7 +229,50 @@ def decode(
     tensors = {}
     for (name, dtype, shape, _), frame in zip(checked, frames[1:], strict=True):
         tensors[name] = _tensor_from_frame(frame, dtype, shape)
-    return Message(kind=kind, meta=meta, tensors=tensors, sender=sender, **ints)
+    for name, (codec, dense) in codecs.items():
+        tensors[name] = _expand(tensors, name, codec, dense)
+    extra = [name for name in tensors if compress.PART in name]
+    if extra:
+        raise WireError(f"tensor {extra[0]!r} is the part of a compressed tensor that is not in the message")
+    return Message(
+        kind=kind, meta=meta, tensors=tensors, sender=sender, codec={n: c.name for n, (c, _) in codecs.items()}, **ints
+    )
+
+
+def _check_codecs(specs: list[Any], max_bytes: int) -> dict[str, tuple[compress.Codec, tuple[int, ...]]]:
+    """The compressed tensors of a message, by name, with their decoded shapes; checked before allocating."""
+    found = {}
+    for spec in specs:
+        if "codec" not in spec:
+            continue
+        name = spec["name"]
+        try:
+            codec = compress.parse_codec(spec["codec"]) if isinstance(spec["codec"], str) else None
+        except ConfigError:
+            codec = None
+        if codec is None:
+            raise WireError(f"tensor {name!r}: unknown codec {str(spec['codec'])[:40]!r}")
+        dense = spec.get("dense", spec["shape"]) if codec.kind == "topk" else spec["shape"]
+        if not isinstance(dense, list) or len(dense) > MAX_NDIM or not all(_is_size(d) for d in dense):
+            raise WireError(f"tensor {name!r}: decoded shape {dense!r} is not a list of at most {MAX_NDIM} sizes")
+        if math.prod(dense) * 4 > max_bytes:
+            raise WireError(f"tensor {name!r} would decode to more than the cap of {max_bytes} bytes")
+        found[name] = (codec, tuple(dense))
+    return found
+
+
+def _is_size(d: Any) -> bool:
+    return isinstance(d, int) and not isinstance(d, bool) and d >= 0
+
+
+def _expand(tensors: dict[str, torch.Tensor], name: str, codec: compress.Codec, dense: tuple[int, ...]) -> torch.Tensor:
+    """The float32 tensor a codec's parts stand for (the parts are removed from ``tensors``)."""
+    part = name + compress.PART + ("scale" if codec.kind == "int8" else "index")
+    if part not in tensors:
+        raise WireError(f"compressed tensor {name!r} arrived without its part {part!r}")
+    if codec.kind == "int8":
+        return compress.dequantize_int8(tensors[name], tensors.pop(part))
+    return compress.topk_unpack(tensors[name], tensors.pop(part), dense)
 
 
 def _tensor_from_frame(frame: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:

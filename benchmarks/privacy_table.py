@@ -1,0 +1,196 @@
+"""Privacy against utility and bytes, for the same runs: the README's privacy table.
+
+Each setting trains SFLv1 (2 clients) on scikit-learn's digits upscaled to 32x32 (the first
+RUN_ROWS rows), then attacks its trained client half. The attacker holds an auxiliary sample of
+the same distribution: the remaining rows, disjoint from every row of the run. It trains a decoder
+from the cut activations (after the client's clipping and noise, simulated afresh every batch)
+back to the images, and rebuilds the run's held-out test images. Reported: test accuracy, MB on
+the wire per round (both directions, all clients), the attack's SSIM and PSNR on the victims, and
+the SSIM of the auxiliary mean image (what knowing nothing scores).
+
+    python benchmarks/privacy_table.py --out bench/privacy
+    python benchmarks/privacy_table.py --capacity --only "cut 3, noise 0.02"   # would a stronger attacker do better?
+
+Writes OUT/results.md, OUT/results.json, OUT/recon-<setting>.png (originals above reconstructions)
+and OUT/reconstructions.png (all of them, one above the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+#: the runs use the digits' first RUN_ROWS rows; the attacker holds the rest (597 rows)
+RUN_ROWS = 1200
+SIZE = 32
+
+
+def _upscaled(rows: slice) -> dict:
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images[rows], dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+    return {"x": x, "y": torch.tensor(digits.target[rows]), "classes": [str(c) for c in range(10)]}
+
+
+def upscaled_digits() -> dict:
+    """The runs' data: digits 0..RUN_ROWS-1, bicubically upscaled to 32x32, in [-1, 1]."""
+    return _upscaled(slice(0, RUN_ROWS))
+
+
+def attacker_digits() -> torch.Tensor:
+    """The attacker's auxiliary images: the digits after RUN_ROWS, which no run trains or tests on."""
+    return _upscaled(slice(RUN_ROWS, None))["x"]
+
+
+#: name -> settings of splitfed.run; the table's rows
+SETTINGS: dict[str, dict] = {
+    "cut 1": {"cut": 1},
+    "cut 2": {"cut": 2},
+    "cut 3": {"cut": 3},
+    "cut 1, int8": {"cut": 1, "wire_compress": "int8"},
+    "cut 1, noise 0.01": {"cut": 1, "dp_clip": 1.0, "dp_noise": 0.01},
+    "cut 1, noise 0.05": {"cut": 1, "dp_clip": 1.0, "dp_noise": 0.05},
+    "cut 1, noise 0.2": {"cut": 1, "dp_clip": 1.0, "dp_noise": 0.2},
+    "cut 3, noise 0.02": {"cut": 3, "dp_clip": 1.0, "dp_noise": 0.02},
+    "cut 3, noise 0.03": {"cut": 3, "dp_clip": 1.0, "dp_noise": 0.03},
+    "cut 3, noise 0.04": {"cut": 3, "dp_clip": 1.0, "dp_noise": 0.04},
+    "cut 1, nopeek 0.5": {"cut": 1, "nopeek": 0.5},
+    "cut 1, nopeek 2": {"cut": 1, "nopeek": 2.0},
+    "privacy strong": {"privacy": "strong"},
+}
+
+
+def attack_run(run: Path, aux_x: torch.Tensor, victims: int, width: int, epochs: int, seed: int):
+    """The reconstruction attack on a finished run's client half and held-out test rows."""
+    from splitfed.protocols.defences import Defence
+
+    from splitfed.attack import reconstruct
+    from splitfed.config import RunConfig
+    from splitfed.data.shards import client_shard
+    from splitfed.models import build_model, split_model
+
+    config = RunConfig.from_file(run / "config.json")
+    facts = json.loads((run / "config.json").read_text())
+    shard = client_shard(config.data, clients=1, client=0, seed=config.seed)
+    full = build_model(config.model, shard.shape, len(shard.classes), config.seed)
+    half = split_model(full, facts["cut"])[0]
+    half.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["client_half"])
+    defence = Defence.of(config)
+    release = defence.release if defence.clip or defence.noise else None
+    return reconstruct(half, aux_x, shard.test_x[:victims], release=release, width=width, epochs=epochs, seed=seed)
+
+
+def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) -> dict:
+    import splitfed
+
+    started = time.monotonic()
+    out = args.out / "runs" / name.replace(" ", "").replace(",", "-")
+    result = splitfed.run(
+        "sflv1", clients=2, epochs=args.epochs, data=data, seed=args.seed, in_process=True, out=out, **settings
+    )
+    s = result.summary
+    return {
+        "run": str(out),
+        "test_accuracy": result.test_accuracy,
+        "mb_per_round": (s["bytes_sent"] + s["bytes_received"]) / args.epochs / 1e6,
+        "train_seconds": time.monotonic() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=8, help="training rounds per run")
+    parser.add_argument("--victims", type=int, default=64, help="held-out test images the attacker rebuilds")
+    parser.add_argument("--width", type=int, default=32, help="decoder channels")
+    parser.add_argument("--attack-epochs", type=int, default=20)
+    parser.add_argument("--only", default=None, help="run only these settings (names separated by ';')")
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="attack the first setting with half and twice --width, and twice --attack-epochs: does more help?",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench") / "privacy")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from splitfed.attack import save_figure
+
+    data = f"{Path(__file__).resolve()}:upscaled_digits"
+    aux_x = attacker_digits()
+    names = [n for n in SETTINGS if not args.only or n in args.only.split(";")]
+    if args.capacity:
+        names = names[:1]
+    results = {}
+    for name in names:
+        row = train_run(name, SETTINGS[name], data, args)
+        trials = [(args.width, args.attack_epochs)]
+        if args.capacity:
+            trials = [(args.width // 2, args.attack_epochs), (args.width, args.attack_epochs)]
+            trials += [(args.width * 2, args.attack_epochs), (args.width, 2 * args.attack_epochs)]
+        for width, epochs in trials:
+            started = time.monotonic()
+            attack = attack_run(Path(row["run"]), aux_x, args.victims, width, epochs, args.seed)
+            key = name if not args.capacity else f"{name}, decoder {width} x {epochs} epochs"
+            results[key] = {
+                **row,
+                "ssim": attack.ssim,
+                "psnr": attack.psnr,
+                "mean_image_ssim": attack.baseline_ssim,
+                "decoder_train_mse": attack.train_mse,
+                "attack_seconds": time.monotonic() - started,
+            }
+            save_figure(attack, args.out / f"recon-{key.replace(' ', '').replace(',', '-')}.png", title=key)
+            print(key, json.dumps({k: v for k, v in results[key].items() if k != "run"}), flush=True)
+    write_table(results, args)
+    figures = [args.out / f"recon-{k.replace(' ', '').replace(',', '-')}.png" for k in results]
+    stack_figures(figures, args.out / "reconstructions.png")
+
+
+def stack_figures(paths: list[Path], out: Path) -> None:
+    """The per-setting figures one above the other, in one PNG (the README's figure)."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in paths if p.exists()]
+    if not images:
+        return
+    width = max(im.width for im in images)
+    sheet = Image.new("RGB", (width, sum(im.height for im in images)), "white")
+    top = 0
+    for im in images:
+        sheet.paste(im, (0, top))
+        top += im.height
+    sheet.save(out)
+
+
+def write_table(results: dict, args: argparse.Namespace) -> None:
+    lines = [
+        f"SFLv1, 2 clients, {args.epochs} rounds on digits upscaled to 32x32 ({RUN_ROWS} rows, 80/20 split, "
+        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, decoder width {args.width}, "
+        f"{args.attack_epochs} epochs, rebuilding {args.victims} held-out test images.",
+        "",
+        "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['test_accuracy']:.3f} | {r['mb_per_round']:.2f} | {r['ssim']:.3f} | {r['psnr']:.1f} "
+            f"| {r['mean_image_ssim']:.3f} |"
+        )
+    table = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(table + "\n")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""``splitfed attack RUN``: the reconstruction attack (:mod:`splitfed.attack`) on a finished run.
+
+The client half is the run's checkpointed one; its defences (clipping, noise) are the run's own.
+Without ``--aux`` the attacker and the victims share out the run's held-out test rows, which no
+party trained on: by person where the data has person ids (the attacker holds half the people,
+the victims are the others), else by row. With ``--aux DATA`` the attacker holds every row of
+another dataset, and the victims are the run's held-out test rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from splitfed.attack import reconstruct, save_figure
+from splitfed.config import RunConfig
+from splitfed.errors import ConfigError, DataError
+from splitfed.files import atomic_write_json
+
+
+def _client_half(run: Path, facts: dict[str, Any], config: RunConfig) -> torch.nn.Module:
+    from splitfed.models import build_model, split_model
+
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.exists():
+        raise ConfigError(f"{ckpt} does not exist (was --checkpoint-every 0?)")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "client_half" not in state:
+        raise ConfigError(f"{run} is a {config.protocol} run: the attack needs a client half (sflv1, sflv2, sl)")
+    full = build_model(config.model, tuple(facts["input_shape"]), len(facts["classes"]), config.seed)
+    half = split_model(full, facts["cut"])[0]
+    half.load_state_dict(state["client_half"])
+    return half
+
+
+def _rows(config: RunConfig, aux: str | None, victims: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(the attacker's images, the victims' images, how they were chosen)."""
+    from splitfed.data.datasets import load_index
+    from splitfed.data.partition import split_train_test
+
+    index = load_index(config.data)
+    _, test = split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
+    if aux is not None:
+        other = load_index(aux)
+        if tuple(other.shape) != tuple(index.shape):
+            raise DataError(f"--aux {aux} holds examples of shape {tuple(other.shape)}, the run's are {index.shape}")
+        return other.load(np.arange(len(other)))[0], index.load(test[:victims])[0], f"all {len(other)} rows of {aux}"
+    if index.subjects is not None:
+        people = sorted({index.subjects[i] for i in test})
+        known = set(people[: len(people) // 2])
+        mine = np.array([i for i in test if index.subjects[i] in known])
+        theirs = np.array([i for i in test if index.subjects[i] not in known])
+        how = f"held-out test rows of {len(known)} people; victims: {len(people) - len(known)} others"
+    else:
+        mine, theirs = test[: len(test) // 2], test[len(test) // 2 :]
+        how = "half the held-out test rows; victims: the other half"
+    if not len(mine) or not len(theirs):
+        raise DataError("the run's held-out test rows are too few to share between attacker and victims; give --aux")
+    return index.load(mine)[0], index.load(theirs[:victims])[0], how
+
+
+def attack_run(
+    run: Path,
+    *,
+    aux: str | None = None,
+    victims: int = 64,
+    width: int = 32,
+    epochs: int = 20,
+    seed: int = 0,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Attack the run; write attack.json and reconstructions.png into ``out`` (default RUN/attack)."""
+    from splitfed.protocols.defences import Defence
+
+    run = Path(run)
+    if not (run / "config.json").exists():
+        raise ConfigError(f"{run} is not a run folder: it has no config.json")
+    config = RunConfig.from_file(run / "config.json")
+    facts = json.loads((run / "config.json").read_text())
+    half = _client_half(run, facts, config)
+    aux_x, victim_x, how = _rows(config, aux, victims)
+    defence = Defence.of(config)
+    release = defence.release if defence.clip or defence.noise else None
+    result = reconstruct(half, aux_x, victim_x, release=release, width=width, epochs=epochs, seed=seed)
+    out = out or run / "attack"
+    report = {
+        "run": str(run),
+        "cut": facts["cut"],
+        "defences": {"dp_clip": config.dp_clip, "dp_noise": config.dp_noise, "nopeek": config.nopeek},
+        "attacker": how,
+        "attacker_rows": len(aux_x),
+        "victims": len(victim_x),
+        "decoder": {"width": width, "epochs": epochs, "train_mse": result.train_mse},
+        "ssim": result.ssim,
+        "psnr": result.psnr,
+        "mean_image_ssim": result.baseline_ssim,
+    }
+    atomic_write_json(out / "attack.json", report)
+    save_figure(result, out / "reconstructions.png")
+    return report
