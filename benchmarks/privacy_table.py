@@ -94,7 +94,14 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
     started = time.monotonic()
     out = args.out / "runs" / name.replace(" ", "").replace(",", "-")
     result = splitfed.run(
-        "sflv1", clients=2, epochs=args.epochs, data=data, seed=args.seed, in_process=True, out=out, **settings
+        "sflv1",
+        clients=2,
+        epochs=args.epochs,
+        data=data,
+        seed=args.seed,
+        in_process=True,
+        out=out,
+        **{"model": args.model, **settings},
     )
     s = result.summary
     return {
@@ -108,6 +115,7 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8, help="training rounds per run")
+    parser.add_argument("--model", default="cnn", help="the split model (the table was measured with cnn)")
     parser.add_argument("--victims", type=int, default=64, help="held-out test images the attacker rebuilds")
     parser.add_argument("--width", type=int, default=32, help="decoder channels")
     parser.add_argument("--attack-epochs", type=int, default=20)

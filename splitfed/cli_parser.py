@@ -209,7 +209,7 @@ def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
         "--privacy",
         choices=tuple(PRIVACY_PRESETS),
         default=d.privacy,
-        help=f"a preset for the flags above and --cut, for those left at their defaults: strong = {strong} "
+        help=f"a preset for the flags above, --model and --cut, for those left at their defaults: strong = {strong} "
         "(the README's privacy table says what it was measured to stop, and what not) (default %(default)s)",
     )
 

@@ -13,12 +13,12 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
-#: ``--privacy PRESET``: the settings it gives to those of its fields left at their defaults (``cut``
-#: included: 3 keeps all of the built-in cnn's conv blocks on the client). Measured in the README's
-#: privacy table: the strongest defence found within 3 points of unprotected accuracy there
+#: ``--privacy PRESET``: the settings it gives to those of its fields left at their defaults (``model``
+#: and ``cut`` included: cut 3 keeps all of the built-in cnn's conv blocks on the client). Measured in
+#: the README's privacy table: the strongest defence found within 3 points of unprotected accuracy there
 PRIVACY_PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
-    "strong": {"cut": 3, "dp_clip": 1.0, "dp_noise": 0.02, "wire_compress": "int8"},
+    "strong": {"model": "cnn", "cut": 3, "dp_clip": 1.0, "dp_noise": 0.02, "wire_compress": "int8"},
 }
 
 
