@@ -2,6 +2,10 @@
 
 import sys
 
-from splitfed.cli import main
+from splitfed.timeline import mark
+
+mark("interpreter up")
+
+from splitfed.cli import main  # noqa: E402 - after the mark, to time the imports
 
 sys.exit(main())

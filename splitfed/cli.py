@@ -19,6 +19,7 @@ from splitfed.cli_parser import BUILTIN_NOTE, build_parser
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, SplitFedError, Terminated
 from splitfed.protocol import DataRequest, ProtocolSpec
+from splitfed.timeline import mark, set_party
 
 
 def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
@@ -89,6 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config_from_args(args, spec)
         out = args.out or default_out(spec.name)
     prepare(config, out, resume=args.resume is not None)  # every check, before any process starts
+    mark("checked")
     if not args.quiet:
         data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
         print(
@@ -126,8 +128,10 @@ def _print_summary(path: Path) -> None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
+    set_party("server")
     from splitfed.runtime.server import serve
 
+    mark("runtime imported")
     if args.config is not None:
         config = RunConfig.from_file(args.config)
         config = config.replace(threads=args.threads) if args.threads else config
@@ -200,8 +204,10 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_client(args: argparse.Namespace) -> int:
+    set_party(args.name or "client")
     from splitfed.runtime.client import run_client
 
+    mark("runtime imported")
     data = DataRequest(
         source=args.data,
         partition=args.partition,
@@ -317,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         parser = build_parser(argv)
         args = parser.parse_args(argv)
+        mark("command parsed")
         _setup_logging(args.verbose)
         if args.command == "protocols":
             for name in registry.available():

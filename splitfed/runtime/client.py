@@ -17,6 +17,7 @@ from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
+from splitfed.timeline import mark
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
 from splitfed.transport.schemes import client_transport
@@ -52,6 +53,7 @@ def run_client(
     try:
         hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
         welcome = link.request(hello, expect=("welcome",))
+        mark("welcomed")
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
         link.timeout, link.max_bytes = config.timeout, config.max_bytes
         transport.connect_timeout = config.timeout  # joined: a server gone for --timeout is lost
@@ -61,8 +63,10 @@ def run_client(
         spec = registry.get(config.protocol)
         link.kinds = RUNTIME_KINDS | spec.messages
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
+        mark("data loaded")
         role.setup(server, link.request(Message("ready", meta=role.describe()), expect=("ack",)))
         follow_recipe(role, config)
+        mark("acked")
         start = int(welcome.meta.get("start_round", 1))
         if start > 1:
             restore_state(role, state_dir, name, start - 1)

@@ -20,6 +20,7 @@ from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
+from splitfed.timeline import mark
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.schemes import server_transport
@@ -115,6 +116,7 @@ def serve(
         config.clients,
         " (encrypted)" if curve else "",
     )
+    mark("listening")
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 
 
@@ -176,13 +178,16 @@ class _ServerRun:
         link.timeout = config.join_timeout  # joining and the handshake (clients load their data) may be slow
         if self.spec.distributed:
             accept_clients(link, config, self.first)
+        mark("clients joined")
         link.accepting = False
         self.role = role = self.spec.server(config, device)
+        mark("model built")
         ckpt = self.checkpoint
         role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
         clients = self.clients = Clients(link)
         # the data handshake: every client describes its data; the role sets up; each ready is acked
         ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
+        mark("clients ready")
         facts = role.setup(clients, ready)
         clients.reply_all(lambda peer: _ack(role.start(peer)))
         facts.update(role.prepare(clients))
@@ -196,6 +201,8 @@ class _ServerRun:
         config, link, writer, role = self.config, self.link, self.writer, self.role
         link.round = rnd
         t0 = time.monotonic()
+        if rnd == self.first:
+            mark("round 1 starts")
         lr = start_round(role, config, rnd)
         train = role.train_round(self.clients, rnd)
         val = self._validate(rnd) if config.val_fraction else None
