@@ -4,10 +4,13 @@ Each repeat runs the real command (1 round, ``--quiet``) with ``SPLITFED_TIMELIN
 the command, the server and each client mark their steps (splitfed/timeline.py). Times are
 seconds since the command was started, medians over the repeats:
 
-    python benchmarks/startup.py --repeat 5 [--protocol sflv1] [--clients 2]
+    python benchmarks/startup.py --repeat 5 [--protocol sflv1] [--clients 2] [--baseline TREE]
 
-The table lists every mark by party, then the total: the command started to round 1
-started (the server's mark), and to the command's exit.
+The table lists every mark by party, in time order; "round 1 starts" (the server's mark)
+is the figure the start-up goal is about. ``--baseline TREE`` (another checkout of
+splitfed, e.g. ``git worktree add --detach /tmp/before main``) runs it too, alternating
+with this checkout, through a ``sitecustomize`` shim that points this environment's
+editable install there, so both columns come from the same machine load.
 """
 
 from __future__ import annotations
@@ -24,11 +27,30 @@ import time
 from pathlib import Path
 
 
-def one_run(exe: str, protocol: str, clients: int, work: Path, i: int) -> dict[tuple[str, str], float]:
+SHIM = """import os, sys
+tree, here = os.environ.get("SPLITFED_TREE"), os.environ.get("SPLITFED_TREE_FROM")
+for name, mod in list(sys.modules.items()):
+    if tree and name.startswith("__editable___splitfed") and hasattr(mod, "MAPPING"):
+        mod.MAPPING.update({k: v.replace(here, tree) for k, v in mod.MAPPING.items()})
+"""
+
+
+def tree_env(work: Path, tree: Path | None) -> dict[str, str]:
+    """The environment that runs the checkout ``tree`` (None: this one) through this venv's editable install."""
+    if tree is None:
+        return dict(os.environ)
+    shim = work / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(SHIM)
+    here = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": str(shim), "SPLITFED_TREE": str(tree.resolve()), "SPLITFED_TREE_FROM": here}
+
+
+def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict) -> dict[tuple[str, str], float]:
     """Run the command once; return {(party, event): seconds since the command started}."""
     marks = work / f"marks{i}"
     marks.mkdir()
-    env = {**os.environ, "SPLITFED_TIMELINE": str(marks)}
+    env = {**env, "SPLITFED_TIMELINE": str(marks)}
     cmd = [exe, "run", protocol, "--clients", str(clients), "--epochs", "1", "--quiet", "--out", str(work / f"r{i}")]
     t0 = time.time()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -48,17 +70,34 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs to take the median of (default %(default)s)")
     parser.add_argument("--protocol", default="sflv1", help="protocol to start (default %(default)s)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (default %(default)s)")
+    parser.add_argument("--baseline", type=Path, help="another splitfed checkout to time alongside, alternating")
     args = parser.parse_args()
     exe = shutil.which("splitfed", path=str(Path(sys.executable).parent)) or "splitfed"
     work = Path(tempfile.mkdtemp(prefix="splitfed-startup-"))
-    runs = [one_run(exe, args.protocol, args.clients, work, i) for i in range(args.repeat)]
-    keys = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(r.get(k, 0.0) for r in runs))
+    trees = {"this checkout": None, **({"baseline": args.baseline} if args.baseline else {})}
+    envs = {name: tree_env(work, tree) for name, tree in trees.items()}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for i in range(args.repeat):
+        for k, (name, env) in enumerate(envs.items()):
+            runs[name].append(one_run(exe, args.protocol, args.clients, work, i * len(envs) + k, env))
     print(f"`splitfed run {args.protocol} --clients {args.clients} --epochs 1`, median of {args.repeat}")
-    print("| party | mark | s since the command started |\n|---|---|---|")
+    names = list(runs)
+    print("| party | mark | " + " | ".join(f"s, {n}" for n in names) + " |\n|---|---|" + "---|" * len(names))
+    first = runs[names[-1]]
+    keys = sorted({k for r in runs.values() for x in r for k in x}, key=lambda k: _median(first, k) or 1e9)
     for party, event in keys:
-        values = [r[(party, event)] for r in runs if (party, event) in r]
-        print(f"| {party} | {event} | {statistics.median(values):.2f} |")
+        cells = " | ".join(_fmt(_median(runs[n], (party, event))) for n in names)
+        print(f"| {party} | {event} | {cells} |")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _median(runs: list[dict], key: tuple[str, str]) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

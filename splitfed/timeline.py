@@ -22,6 +22,15 @@ def set_party(name: str) -> None:
     _party = name
 
 
+def party_from_argv(argv: list[str]) -> str:
+    """The party a ``splitfed`` command line starts: ``server``, the client's ``--name``, else ``command``."""
+    if argv[:1] == ["server"]:
+        return "server"
+    if argv[:1] == ["client"]:
+        return argv[argv.index("--name") + 1] if "--name" in argv[:-1] else "client"
+    return "command"
+
+
 def mark(event: str, at: float | None = None) -> None:
     """Record that ``event`` happened now (or at ``at``), if a timeline was asked for."""
     folder = os.environ.get(ENV)

@@ -17,6 +17,7 @@ from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
+from splitfed.runtime.warm import warm_imports
 from splitfed.timeline import mark
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
@@ -50,7 +51,9 @@ def run_client(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
     link = ClientLink(transport, timeout=timeout, kinds=RUNTIME_KINDS)  # the protocol's kinds come with welcome
+    warm_imports()  # while the server starts and the others join
     try:
+        log.info("%s: waiting for the server at %s (up to %g s)", name, server, join_timeout or timeout)
         hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
         welcome = link.request(hello, expect=("welcome",))
         mark("welcomed")

@@ -20,6 +20,7 @@ from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
+from splitfed.runtime.warm import warm_imports
 from splitfed.timeline import mark
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
@@ -117,6 +118,7 @@ def serve(
         " (encrypted)" if curve else "",
     )
     mark("listening")
+    warm_imports()  # while the clients join and load their data
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 
 
