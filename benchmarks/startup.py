@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 SHIM = """import os, sys
 tree, here = os.environ.get("SPLITFED_TREE"), os.environ.get("SPLITFED_TREE_FROM")
 for name, mod in list(sys.modules.items()):
