@@ -116,14 +116,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(path: Path) -> None:
-    s = json.loads(path.read_text())
-    print(
+def final_line(s: dict) -> str:
+    """The line a finished run prints: the same figures, and the same seconds per round, as summary.json."""
+    training = s.get("train_seconds_per_round")
+    return (
         f"test accuracy {s['test_accuracy']:.4f}  macro-F1 {s['test_macro_f1']:.4f}  test loss {s['test_loss']:.4f}  "
-        f"train accuracy {s['train_accuracy']:.4f}  {s['wall_seconds']:.1f} s  "
-        f"up {s['bytes_sent'] / 1e6:.1f} MB  down {s['bytes_received'] / 1e6:.1f} MB",
-        file=sys.stderr,
+        f"train accuracy {s['train_accuracy']:.4f}  {s['seconds_per_round']:.2f} s/round"
+        + (f" ({training:.2f} s training)" if training is not None else "")
+        + f"  {s['wall_seconds']:.1f} s in all  up {s['bytes_sent'] / 1e6:.1f} MB  down {s['bytes_received'] / 1e6:.1f} MB"
     )
+
+
+def _print_summary(path: Path) -> None:
+    print(final_line(json.loads(path.read_text())), file=sys.stderr)
     print(path)
 
 

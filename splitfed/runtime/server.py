@@ -207,9 +207,11 @@ class _ServerRun:
             mark("round 1 starts")
         lr = start_round(role, config, rnd)
         train = role.train_round(self.clients, rnd)
+        trained = time.monotonic() - t0
         val = self._validate(rnd) if config.val_fraction else None
         test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
+        row["train_seconds"] = trained
         if val is not None:
             row.update(val_loss=val.tally.loss, val_accuracy=val.tally.accuracy)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
@@ -217,7 +219,8 @@ class _ServerRun:
         self.state.update(rounds_done=rnd, last_test=test, last_train=train)
         improved = val is not None and self._track_best(rnd, row)
         stop = rnd == config.epochs or self._stops_early(rnd)
-        writer.write_summary(self._summary())
+        summary = self._summary()
+        writer.write_summary(summary)
         keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or stop)
         if improved or keep:
             state = {"round": rnd, "config": config.to_dict(), **role.checkpoint()}
@@ -227,7 +230,7 @@ class _ServerRun:
                 writer.write_checkpoint(state)
         for peer in link.clients:  # clients keep their own state of the rounds we checkpoint
             link.reply(peer, Message("done" if stop else "ack", meta={"checkpoint": keep}))
-        self.bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
+        self.bar.update(rnd, progress_figures(row, summary))
         return stop
 
     def _validate(self, rnd: int) -> Any:
@@ -343,6 +346,28 @@ def _metrics_row(
     }
 
 
+def round_seconds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's seconds per round, defined once for the bar, the final line and summary.json.
+
+    ``seconds_per_round``: the mean wall time of a round, from its start to its test results
+    (training, validation and evaluation; not the start-up before round 1).
+    ``train_seconds_per_round``: the mean time of the training part alone.
+    ``seconds_per_epoch`` is the same figure as ``seconds_per_round`` (an epoch is a round), kept for older readers.
+    """
+    if not rows:
+        return {"seconds_per_round": None, "train_seconds_per_round": None, "seconds_per_epoch": None}
+    per_round = sum(r["wall_seconds"] for r in rows) / len(rows)
+    timed = [r["train_seconds"] for r in rows if "train_seconds" in r]  # rows of older runs lack it
+    training = sum(timed) / len(timed) if timed else None
+    return {"seconds_per_round": per_round, "train_seconds_per_round": training, "seconds_per_epoch": per_round}
+
+
+def progress_figures(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """What the bar (or plain line) shows after a round: the round's figures and the run's seconds per round."""
+    figures = {k: row[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_macro_f1")}
+    return {**figures, "s/round": f"{summary['seconds_per_round']:.2f}"}
+
+
 def _best_fields(state: dict[str, Any]) -> dict[str, Any]:
     """With --val-fraction: the round chosen by validation accuracy, and its test accuracy (kept in best.pt)."""
     best = state.get("best")
@@ -391,7 +416,7 @@ def _summary(
         "best_test_accuracy": max((r["test_accuracy"] for r in rows), default=None),
         **_best_fields(state),
         "wall_seconds": wall,
-        "seconds_per_epoch": sum(r["wall_seconds"] for r in rows) / len(rows) if rows else None,
+        **round_seconds(rows),
         "bytes_sent": link.stats.bytes_received + prior["bytes_sent"],
         "bytes_received": link.stats.bytes_sent + prior["bytes_received"],
         **({"resumed_after_round": state["resumed_after_round"]} if "resumed_after_round" in state else {}),
