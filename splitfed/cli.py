@@ -123,7 +123,8 @@ def final_line(s: dict) -> str:
         f"test accuracy {s['test_accuracy']:.4f}  macro-F1 {s['test_macro_f1']:.4f}  test loss {s['test_loss']:.4f}  "
         f"train accuracy {s['train_accuracy']:.4f}  {s['seconds_per_round']:.2f} s/round"
         + (f" ({training:.2f} s training)" if training is not None else "")
-        + f"  {s['wall_seconds']:.1f} s in all  up {s['bytes_sent'] / 1e6:.1f} MB  down {s['bytes_received'] / 1e6:.1f} MB"
+        + f"  {s['wall_seconds']:.1f} s in all"
+        + f"  up {s['bytes_sent'] / 1e6:.1f} MB  down {s['bytes_received'] / 1e6:.1f} MB"
     )
 
 
