@@ -16,7 +16,7 @@ from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Server
-from splitfed.protocol import Assignment, ClientRole, DataRequest
+from splitfed.protocol import DATA_REPORT, Assignment, ClientRole, DataRequest
 from splitfed.runtime.warm import warm_imports
 from splitfed.timeline import mark
 from splitfed.transport.base import ClientTransport
@@ -67,7 +67,8 @@ def run_client(
         link.kinds = RUNTIME_KINDS | spec.messages
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
         mark("data loaded")
-        role.setup(server, link.request(Message("ready", meta=role.describe()), expect=("ack",)))
+        ready = Message("ready", meta={**role.describe(), DATA_REPORT: _data_report(data)})
+        role.setup(server, link.request(ready, expect=("ack",)))
         follow_recipe(role, config)
         mark("acked")
         start = int(welcome.meta.get("start_round", 1))
@@ -93,6 +94,17 @@ def run_client(
         raise
     finally:
         link.close()
+
+
+def _data_report(data: DataRequest) -> dict[str, Any]:
+    """What this client was told about its data on its own command line, for the server's config.json."""
+    return {
+        "source": data.source,
+        "partition": data.partition,
+        "test_split": data.test_split,
+        "test_fraction": data.test_fraction,
+        "shard": data.shard,
+    }
 
 
 def state_path(state_dir: Path, name: str) -> Path:

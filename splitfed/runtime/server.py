@@ -18,6 +18,7 @@ from splitfed.devices import resolve_device, set_threads
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
+from splitfed.protocol import DATA_REPORT
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.runtime.warm import warm_imports
@@ -26,6 +27,7 @@ from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.schemes import server_transport
 from splitfed.transport.security import CurveServer
+from splitfed.versions import versions
 from splitfed.wire import RUNTIME_KINDS, Message
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ def serve(
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out)
-    writer.write_config(config.to_dict())
+    writer.write_config({**config.to_dict(), "versions": versions()})
     transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
@@ -189,6 +191,8 @@ class _ServerRun:
         clients = self.clients = Clients(link)
         # the data handshake: every client describes its data; the role sets up; each ready is acked
         ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
+        reported = client_data(ready)  # the runtime's own part of ready; the role gets the rest
+        ready = {peer: {k: v for k, v in meta.items() if k != DATA_REPORT} for peer, meta in ready.items()}
         mark("clients ready")
         facts = role.setup(clients, ready)
         clients.reply_all(lambda peer: _ack(role.start(peer)))
@@ -196,7 +200,8 @@ class _ServerRun:
         follow_recipe(role, config)
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
-        self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
+        record = {**config.to_dict(), **facts, **reported_data(config, reported), "address": link.transport.address}
+        self.writer.write_config({**record, "versions": versions()})
 
     def _round(self, rnd: int) -> bool:
         """Train, validate (with --val-fraction), test and record round ``rnd``; True if the run ends here."""
@@ -346,6 +351,24 @@ def _metrics_row(
     }
 
 
+def client_data(ready: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each client reported about its data: its own settings (source, split) and its rows and classes."""
+    counts = ("n_train", "n_test", "classes")
+    return {
+        peer: {**(meta.get(DATA_REPORT) or {}), **{k: meta[k] for k in counts if k in meta}}
+        for peer, meta in ready.items()
+    }
+
+
+def reported_data(config: RunConfig, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """config.json's ``data`` as the clients hold it (not the server's own default), and each one's report."""
+    if not reported:  # no clients (centralized): the server's own --data is the data
+        return {}
+    sources = sorted({str(r.get("source")) for r in reported.values()})
+    data = sources[0] if len(sources) == 1 else "per client (see client_data)"
+    return {"data": data, "client_data": reported}
+
+
 def round_seconds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's seconds per round, defined once for the bar, the final line and summary.json.
 
@@ -426,6 +449,7 @@ def _summary(
         "bytes_by_client": {p: {"sent": v["received"], "received": v["sent"]} for p, v in link.stats.by_peer.items()},
         "messages_repeated": link.stats.duplicates,
         "classes": role.classes if role is not None else [],
+        "versions": versions(),
         "confusion": test.tally.confusion if test else None,
         **_role_summary(role),
     }
