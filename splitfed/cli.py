@@ -54,6 +54,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         max_message_mb=args.max_message_mb,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
+        tensorboard=args.tensorboard,
         options=spec.option_values({o.name: getattr(args, o.name) for o in spec.options}),
     )
 

@@ -158,6 +158,13 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         default=d.threads,
         help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
     )
+    r.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write every round's scalars (losses, accuracies, macro-F1, bytes, seconds) as a TensorBoard "
+        "event file in the run folder, next to metrics.jsonl; needs pip install 'splitfed[tensorboard]' "
+        "(default off)",
+    )
     r.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
     if spec is not None and spec.options:
         _protocol_flags(p.add_argument_group(f"{spec.name} options"), spec)

@@ -29,7 +29,7 @@ def test_config_and_summary_record_the_versions_and_what_the_clients_hold(tmp_pa
     summary = json.loads(run_in_threads(config, tmp_path, data=held).read_text())
     recorded = json.loads((tmp_path / "config.json").read_text())
     assert recorded["data"] == "digits"
-    reports = recorded["client_data"]
+    reports = recorded["data_by_client"]
     assert sorted(reports) == ["client-0", "client-1"]
     assert all(r["source"] == "digits" and r["test_fraction"] == 0.25 for r in reports.values())
     assert all(r["classes"] == [str(c) for c in range(10)] for r in reports.values())
@@ -54,3 +54,25 @@ def test_a_waiting_client_says_that_it_waits_and_where(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="splitfed.runtime.client"), pytest.raises(SplitFedError):
         run_client(address, "client-w", DataRequest(), timeout=0.3, join_timeout=0.3)
     assert f"client-w: waiting for the server at {address}" in caplog.text
+
+
+def test_tensorboard_writes_each_rounds_scalars_next_to_the_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra (bash scripts/setup.sh installs it)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = RunConfig(protocol="sflv1", clients=2, epochs=2, seed=2, timeout=30, tensorboard=True)
+    run_in_threads(config, tmp_path)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # in the run folder, beside metrics.jsonl
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for tag, key in (("loss/test", "test_loss"), ("macro_f1/test", "test_macro_f1"), ("bytes/up", "bytes_sent")):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx([r[key] for r in rows], rel=1e-6)
+    assert {"accuracy/test", "accuracy/train", "seconds/round", "seconds/training"} <= set(events.Tags()["scalars"])
+
+
+def test_without_the_flag_no_event_file_is_written(tmp_path: Path) -> None:
+    run_in_threads(RunConfig(protocol="sflv1", clients=2, epochs=1, seed=2, timeout=30), tmp_path)
+    assert not list(tmp_path.glob("events.out.tfevents.*"))

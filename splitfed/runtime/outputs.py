@@ -14,10 +14,16 @@ from splitfed.files import atomic_write_bytes, atomic_write_json, json_safe
 class RunWriter:
     """Writes config.json, metrics.jsonl, summary.json, checkpoint.pt and the plots."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, tensorboard: bool = False) -> None:
+        """With ``tensorboard``, every metrics row also goes to a TensorBoard event file in ``out``."""
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
+        self._tensorboard: Any = None
+        if tensorboard:
+            from splitfed.runtime.tensorboard import TensorBoardLog
+
+            self._tensorboard = TensorBoardLog(self.out)
 
     @property
     def summary_path(self) -> Path:
@@ -32,6 +38,12 @@ class RunWriter:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(json_safe(row), sort_keys=True) + "\n")
             fh.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.add(row)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
     def keep_metrics_until(self, last_round: int) -> None:
         """On resume: keep the rows up to the checkpointed round, drop any later ones."""

@@ -104,7 +104,7 @@ def serve(
     config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
-    writer = RunWriter(out)
+    writer = RunWriter(out, tensorboard=config.tensorboard)
     writer.write_config({**config.to_dict(), "versions": versions()})
     transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
@@ -191,7 +191,7 @@ class _ServerRun:
         clients = self.clients = Clients(link)
         # the data handshake: every client describes its data; the role sets up; each ready is acked
         ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
-        reported = client_data(ready)  # the runtime's own part of ready; the role gets the rest
+        reported = data_reports(ready)  # the runtime's own part of ready; the role gets the rest
         ready = {peer: {k: v for k, v in meta.items() if k != DATA_REPORT} for peer, meta in ready.items()}
         mark("clients ready")
         facts = role.setup(clients, ready)
@@ -293,6 +293,7 @@ class _ServerRun:
                 self.writer.write_plots(self.role.classes, last.tally.confusion if last else None)
             except Exception as exc:  # plots must never hide the real outcome
                 log.warning("could not draw plots: %s", exc)
+        self.writer.close()
         self.link.close()
 
     def _summary(self) -> dict[str, Any]:
@@ -351,7 +352,7 @@ def _metrics_row(
     }
 
 
-def client_data(ready: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def data_reports(ready: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What each client reported about its data: its own settings (source, split) and its rows and classes."""
     counts = ("n_train", "n_test", "classes")
     return {
@@ -365,8 +366,8 @@ def reported_data(config: RunConfig, reported: dict[str, dict[str, Any]]) -> dic
     if not reported:  # no clients (centralized): the server's own --data is the data
         return {}
     sources = sorted({str(r.get("source")) for r in reported.values()})
-    data = sources[0] if len(sources) == 1 else "per client (see client_data)"
-    return {"data": data, "client_data": reported}
+    data = sources[0] if len(sources) == 1 else "per client (see data_by_client)"
+    return {"data": data, "data_by_client": reported}
 
 
 def round_seconds(rows: list[dict[str, Any]]) -> dict[str, Any]:
