@@ -32,6 +32,13 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.out / "config.json", config)
 
+    def recorded_config(self) -> dict[str, Any]:
+        """config.json as written last (with the data the clients reported), or {} if there is none."""
+        try:
+            return json.loads((self.out / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         # Append-only with one write per line: a crash loses at most the line being written.
@@ -68,10 +75,13 @@ class RunWriter:
         torch.save(state, buf)
         atomic_write_bytes(self.out / name, buf.getvalue())
 
-    def write_plots(self, classes: list[str], confusion: np.ndarray | None) -> None:
-        from splitfed.plots import plot_confusion, plot_curves
+    def write_plots(self, classes: list[str], confusion: np.ndarray | None, config: dict[str, Any]) -> None:
+        """curves.png titled with the run (protocol, clients, data, date); confusion.png with protocol and accuracy."""
+        from splitfed.plots import plot_confusion, plot_curves, run_title
 
         if self.rows:
-            plot_curves(self.rows, self.out / "curves.png")
+            plot_curves(self.rows, self.out / "curves.png", title=run_title(config))
         if confusion is not None:
-            plot_confusion(confusion, classes, self.out / "confusion.png")
+            accuracy = np.trace(np.asarray(confusion)) / max(int(np.sum(confusion)), 1)
+            title = f"{config.get('protocol')}: test confusion, accuracy {accuracy:.4f}"
+            plot_confusion(np.asarray(confusion), classes, self.out / "confusion.png", title=title)

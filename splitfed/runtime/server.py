@@ -290,7 +290,8 @@ class _ServerRun:
         if self.role is not None:
             last = self.state.get("last_test")
             try:
-                self.writer.write_plots(self.role.classes, last.tally.confusion if last else None)
+                confusion = last.tally.confusion if last else None
+                self.writer.write_plots(self.role.classes, confusion, self.writer.recorded_config())
             except Exception as exc:  # plots must never hide the real outcome
                 log.warning("could not draw plots: %s", exc)
         self.writer.close()
