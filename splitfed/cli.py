@@ -25,7 +25,7 @@ from splitfed.timeline import mark, set_party
 def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     return RunConfig(
         protocol=spec.name,
-        clients=args.clients if spec.distributed else 1,
+        clients=getattr(args, "clients", 1) if spec.distributed else 1,
         epochs=args.epochs if args.epochs is not None else RunConfig.__dataclass_fields__["epochs"].default,
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
@@ -40,9 +40,9 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         val_fraction=args.val_fraction,
         early_stop=args.early_stop,
         model=args.model,
-        cut=args.cut,
+        cut=getattr(args, "cut", None),
         seed=args.seed,
-        wire_dtype=args.wire_dtype,
+        wire_dtype=getattr(args, "wire_dtype", RunConfig.__dataclass_fields__["wire_dtype"].default),
         augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),
@@ -170,10 +170,15 @@ def _cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def protocol_names(values: list[str]) -> list[str]:
+    """``--protocols sflv1 fedavg``, as ``--seeds 0 1`` is given; ``sflv1,fedavg`` still works."""
+    return [p.strip() for item in values for p in item.split(",") if p.strip()]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from splitfed.bench import bench
 
-    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    protocols = protocol_names(args.protocols)
     for p in protocols:
         registry.get(p)  # unknown names fail here, before any run starts
     common = [
