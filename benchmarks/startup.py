@@ -6,7 +6,8 @@ seconds since the command was started, medians over the repeats:
 
     python benchmarks/startup.py --repeat 5 [--protocol sflv1] [--clients 2] [--baseline TREE]
 
-The table lists every mark by party, in time order; "round 1 starts" (the server's mark)
+The table lists every mark by party, in time order, and the CPU seconds all the run's
+processes used (which, unlike the marks, hardly depend on how loaded the machine is); "round 1 starts" (the server's mark)
 is the figure the start-up goal is about. ``--baseline TREE`` (another checkout of
 splitfed, e.g. ``git worktree add --detach /tmp/before main``) runs it too, alternating
 with this checkout, through a ``sitecustomize`` shim that points this environment's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,9 +53,15 @@ def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict
     marks.mkdir()
     env = {**env, "SPLITFED_TIMELINE": str(marks)}
     cmd = [exe, "run", protocol, "--clients", str(clients), "--epochs", "1", "--quiet", "--out", str(work / f"r{i}")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     found = {("command", "exited"): time.time() - t0}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of every process of the run: the work itself, which a loaded machine only spreads out in time
+    found[("all processes", "CPU seconds (user + system), whole run")] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime
+    )
     for path in marks.glob("*.jsonl"):
         for line in path.read_text().splitlines():
             m = json.loads(line)
