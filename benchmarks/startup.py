@@ -7,8 +7,8 @@ seconds since the command was started, medians over the repeats:
     python benchmarks/startup.py --repeat 5 [--protocol sflv1] [--clients 2] [--baseline TREE]
 
 The table lists every mark by party, in time order, and the CPU seconds all the run's
-processes used (which, unlike the marks, hardly depend on how loaded the machine is); "round 1 starts" (the server's mark)
-is the figure the start-up goal is about. ``--baseline TREE`` (another checkout of
+processes used (which, unlike the marks, hardly depend on how loaded the machine is);
+"round 1 starts" (the server's mark) is the figure the start-up goal is about. ``--baseline TREE`` (another checkout of
 splitfed, e.g. ``git worktree add --detach /tmp/before main``) runs it too, alternating
 with this checkout, through a ``sitecustomize`` shim that points this environment's
 editable install there, so both columns come from the same machine load.
