@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Crop the eye region (eyes, brows, lower "
         "forehead) of face photos and write a dataset `splitfed run --data` loads.",
     )
+    from splitfed import __version__
+
+    parser.add_argument("--version", action="version", version=f"eye-crop (splitfed {__version__})")
     add_arguments(parser)
     args = parser.parse_args(argv)  # usage errors exit 2, as argparse does
     logging.basicConfig(level=logging.WARNING)

@@ -19,5 +19,5 @@ if ! "$venv/bin/python" -c 'import torch, torchvision, sys; sys.exit(not (torch.
   "${pip[@]}" install "torch==2.14.1" "torchvision==0.29.1"
 fi
 echo "setup: installing splitfed and its dependencies" >&2
-"${pip[@]}" install -e "$here[dev,preprocess]"
+"${pip[@]}" install -e "$here[dev,preprocess,tensorboard]"
 echo "setup: ready: $venv/bin/splitfed" >&2

@@ -104,7 +104,10 @@ def aggregate(protocol: str, runs: list[BenchRun]) -> dict[str, Any]:
     for key in ("test_accuracy", "test_macro_f1", "test_loss"):
         row[key], row[f"{key}_std"] = _mean_std([r.summary[key] for r in ok])
     row["train_accuracy"] = _mean_std([r.summary["train_accuracy"] for r in ok])[0]
-    row["seconds_per_epoch"] = _mean_std([r.summary["seconds_per_epoch"] for r in ok])[0]
+    # seconds per round as summary.json defines it (older summaries call it seconds_per_epoch)
+    row["seconds_per_epoch"] = _mean_std(
+        [r.summary.get("seconds_per_round", r.summary["seconds_per_epoch"]) for r in ok]
+    )[0]
     row["mb_up_per_epoch"] = _mean_std([r.summary["bytes_sent"] / r.summary["epochs"] / 1e6 for r in ok])[0]
     row["mb_down_per_epoch"] = _mean_std([r.summary["bytes_received"] / r.summary["epochs"] / 1e6 for r in ok])[0]
     row["peak_memory_mb"] = max((r.summary.get("peak_memory_mb", 0.0) for r in ok), default=None)
@@ -117,14 +120,36 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+def _pm(row: dict[str, Any], key: str) -> str:
+    """``mean ± std`` over several runs; one run has no spread to show, so no ``± 0.0000``."""
+    ok = int(str(row["runs_ok"]).split("/")[0])
+    return f"{row[key]:.4f}" + (f" ± {row[f'{key}_std']:.4f}" if ok > 1 else "")
+
+
+def bench_settings(common: list[str], seeds: list[int]) -> dict[str, Any]:
+    """What every run of a bench shared (its flags), the seeds, the date and the splitfed version."""
+    from splitfed.versions import versions
+
+    flags = {common[i].lstrip("-"): common[i + 1] for i in range(0, len(common) - 1, 2) if common[i].startswith("--")}
+    found = versions()
+    return {
+        **flags,
+        "seeds": " ".join(str(s) for s in seeds),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "splitfed": found["splitfed"] + (f" ({found['git_commit'][:12]})" if found["git_commit"] else ""),
+    }
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path, settings: dict[str, Any] | None = None) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    head = ["Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()), ""] if settings else []
     lines = [
-        "| protocol | test accuracy | macro-F1 | log loss | train accuracy | s/epoch | MB up/epoch | MB down/epoch "
+        *head,
+        "| protocol | test accuracy | macro-F1 | log loss | train accuracy | s/round | MB up/round | MB down/round "
         "| peak MB | runs ok |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -133,9 +158,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
             lines.append(f"| {r['protocol']} | failed: {r['error']} | | | | | | | | {r['runs_ok']} |")
             continue
         lines.append(
-            f"| {r['protocol']} | {r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f} "
-            f"| {r['test_macro_f1']:.4f} ± {r['test_macro_f1_std']:.4f} "
-            f"| {r['test_loss']:.4f} ± {r['test_loss_std']:.4f} "
+            f"| {r['protocol']} | {_pm(r, 'test_accuracy')} | {_pm(r, 'test_macro_f1')} | {_pm(r, 'test_loss')} "
             f"| {_fmt(r['train_accuracy'])} | {_fmt(r['seconds_per_epoch'], 3)} | {_fmt(r['mb_up_per_epoch'], 2)} "
             f"| {_fmt(r['mb_down_per_epoch'], 2)} | {_fmt(r['peak_memory_mb'], 0)} | {r['runs_ok']} |"
         )
@@ -146,18 +169,30 @@ def plot_comparison(all_runs: dict[str, list[BenchRun]], out: Path) -> None:
     from splitfed.plots import new_figure, save_figure
 
     plt = new_figure()
+    from splitfed.plots import round_axis
+
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for protocol, runs in all_runs.items():
+    markers = "osD^v<>pX*"
+    for k, (protocol, runs) in enumerate(all_runs.items()):
         ok = [r for r in runs if r.rows]
         if not ok:
             continue
         n = min(len(r.rows) for r in ok)
         x = list(range(1, n + 1))
-        ax_acc.plot(x, [statistics.fmean(r.rows[i]["test_accuracy"] for r in ok) for i in range(n)], label=protocol)
-        ax_loss.plot(x, [statistics.fmean(r.rows[i]["test_loss"] for r in ok) for i in range(n)], label=protocol)
-    ax_acc.set(xlabel="round", ylabel="test accuracy", title="test accuracy (mean over seeds)")
-    ax_loss.set(xlabel="round", ylabel="test cross-entropy", title="test loss (mean over seeds)")
+        # a marker and dash of its own: identical curves (sflv1 and fedavg can be) stay visible, drawn over each other
+        style = {"marker": markers[k % len(markers)], "markersize": 7 - k % 4, "linestyle": "-" if k % 2 else "--"}
+        ax_acc.plot(
+            x, [statistics.fmean(r.rows[i]["test_accuracy"] for r in ok) for i in range(n)], **style, label=protocol
+        )
+        ax_loss.plot(
+            x, [statistics.fmean(r.rows[i]["test_loss"] for r in ok) for i in range(n)], **style, label=protocol
+        )
+    several = max((len(runs) for runs in all_runs.values()), default=0) > 1
+    note = " (mean over seeds)" if several else ""
+    ax_acc.set(xlabel="round", ylabel="test accuracy", title=f"test accuracy{note}")
+    ax_loss.set(xlabel="round", ylabel="test cross-entropy", title=f"test loss{note}")
     for ax in (ax_acc, ax_loss):
+        round_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save_figure(fig, out / "curves.png")
@@ -179,7 +214,7 @@ def bench(protocols: list[str], common: list[str], seeds: list[int], out: Path, 
             result = run.error or f"test accuracy {run.summary['test_accuracy']:.4f}"
             log.info("[%d/%d] %s seed %s: %s (%.0f s)", k, total, protocol, seed, result, took)
     rows = [aggregate(p, runs) for p, runs in all_runs.items()]
-    write_tables(rows, out)
+    write_tables(rows, out, bench_settings(common, seeds))
     plot_comparison(all_runs, out)
     for protocol, runs in all_runs.items():
         first = next((r for r in runs if (r.folder / "confusion.png").exists()), None)

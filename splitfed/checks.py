@@ -22,6 +22,7 @@ from splitfed.protocol import ProtocolSpec
 def check_run(config: RunConfig, spec: ProtocolSpec, *, with_data: bool = True) -> None:
     """Raise ConfigError or DataError for what would fail once the run had started."""
     config = config.replace(options=spec.option_values(config.options))  # the protocol's options, checked
+    check_tensorboard(config)
     parse_scheme(config.partition)
     check_augment(config.augment)
     if spec.augments == "bands" and config.augment not in ("auto", "none", "standard", "standard-noflip"):
@@ -71,6 +72,16 @@ def check_smashed(config: RunConfig, spec: ProtocolSpec) -> None:
         given = [f"--privacy {config.privacy}"]
     if given and not spec.smashed:
         raise ConfigError(f"{given[0]} applies to sflv1, sflv2 and sl only, not to {spec.name}; leave it out")
+
+
+def check_tensorboard(config: RunConfig) -> None:
+    """``--tensorboard`` needs the optional extra installed."""
+    import importlib.util
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--tensorboard needs TensorBoard: pip install 'splitfed[tensorboard]' (or leave the flag out)"
+        )
 
 
 def check_split_model(config: RunConfig, index: DatasetIndex) -> int:

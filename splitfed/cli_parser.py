@@ -15,7 +15,11 @@ BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8
 def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> None:
     d = RunConfig(protocol="-")
     g = p.add_argument_group("training")
-    g.add_argument("--clients", type=int, default=d.clients, help="number of client processes (default %(default)s)")
+    split = spec is None or spec.distributed  # a protocol without clients has no cut and no wire: no such flags
+    if split:
+        g.add_argument(
+            "--clients", type=int, default=d.clients, help="number of client processes (default %(default)s)"
+        )
     g.add_argument(
         "--epochs",
         type=int,
@@ -101,25 +105,29 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         "called as factory(shape, n_classes) in every process and returning the model's blocks "
         "(see the README) (default %(default)s)",
     )
-    g.add_argument(
-        "--cut",
-        type=int,
-        default=None,
-        help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
-        "after the first residual stage, as in SplitFed)",
-    )
+    if split:
+        g.add_argument(
+            "--cut",
+            type=int,
+            default=None,
+            help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
+            "after the first residual stage, as in SplitFed)",
+        )
     g.add_argument(
         "--seed",
         type=int,
         default=d.seed,
-        help="seeds the model, the data split and every batch order: the same seed gives the same numbers",
+        help="seeds the model, the data split and every batch order: the same seed gives the same numbers "
+        "(default %(default)s)",
     )
-    g.add_argument(
-        "--wire-dtype",
-        choices=WIRE_DTYPES,
-        default=d.wire_dtype,
-        help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes (default %(default)s)",
-    )
+    if split:
+        g.add_argument(
+            "--wire-dtype",
+            choices=WIRE_DTYPES,
+            default=d.wire_dtype,
+            help="dtype of activations and gradients on the wire; float16/bfloat16 halve the bytes "
+            "(default %(default)s)",
+        )
     g.add_argument(
         "--augment",
         default=d.augment,
@@ -161,6 +169,13 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         type=int,
         default=d.threads,
         help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
+    )
+    r.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write every round's scalars (losses, accuracies, macro-F1, bytes, seconds) as a TensorBoard "
+        "event file in the run folder, next to metrics.jsonl; needs pip install 'splitfed[tensorboard]' "
+        "(default off)",
     )
     r.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
     if spec is not None and spec.options:
@@ -255,7 +270,12 @@ def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
         help="share of rows (or of people, with --test-split subject) held out for testing (default %(default)s)",
     )
     if client:
-        g.add_argument("--data-seed", type=int, default=0, help="seed of the split and partition; same on every client")
+        g.add_argument(
+            "--data-seed",
+            type=int,
+            default=0,
+            help="seed of the split and partition; same on every client (default %(default)s)",
+        )
         g.add_argument(
             "--shard",
             choices=("auto", "all"),
@@ -288,12 +308,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     names = registry.available()
     wanted = argv is None or _command_in(argv) in _PROTOCOL_COMMANDS
     specs = {n: registry.get(n) for n in names} if wanted else {}
-    listing = "\n".join(f"  {n:12s} {s.summary}" for n, s in specs.items())
     run = sub.add_parser(
         "run",
         help="train with one server and N client processes on this machine",
-        description="Start one server and N client processes on this machine, talking over ZeroMQ, and train.\n"
-        f"Protocols:\n{listing}\n\nSee `splitfed run PROTOCOL --help` for every flag.",
+        description="Start one server and N client processes on this machine, talking over ZeroMQ, and train. "
+        "PROTOCOL is one of those listed below; see `splitfed run PROTOCOL --help` for its flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_sub = run.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
@@ -325,7 +344,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             default=None,
             metavar="RUN",
             help="continue the run folder RUN from its checkpoint.pt with its own settings (--epochs sets a new "
-            "total); optimizer states come back too (the server's and each client's), metrics.jsonl goes on",
+            "total); optimizer states come back too (the server's and each client's), metrics.jsonl goes on "
+            "(default: none, a new run)",
         )
 
     server = sub.add_parser(
@@ -349,7 +369,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="run one client of a multi-machine run",
         description="Join a server, receive the run's configuration from it, train on local data.",
     )
-    client.add_argument("--server", required=True, help="the server's address, e.g. tcp://10.0.0.5:5555")
+    client.add_argument("--server", required=True, help="the server's address, e.g. tcp://10.0.0.5:5555 (required)")
     client.add_argument(
         "--insecure",
         action="store_true",
@@ -362,14 +382,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "and with an allow-list it must be the name its key is listed under)",
     )
     client.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
-    client.add_argument("--timeout", type=float, default=60.0, help="seconds before the server counts as lost")
+    client.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds before the server counts as lost (default %(default)s)"
+    )
     client.add_argument(
         "--join-timeout",
         type=float,
         default=600.0,
         help="seconds to keep trying to reach the server at the start (default %(default)s)",
     )
-    client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    client.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores (default %(default)s)")
     client.add_argument(
         "--state-dir",
         type=Path,
@@ -382,7 +404,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--server-key",
         type=Path,
         default=None,
-        help="the server's public key file (NAME.key): encrypt with CurveZMQ and verify the server",
+        help="the server's public key file (NAME.key): encrypt with CurveZMQ and verify the server "
+        "(default: none, plain text)",
     )
     client.add_argument(
         "--curve-secret",
@@ -399,18 +422,30 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "then write results.csv, results.md, curves.png, confusion_<protocol>.png and every run folder.",
     )
     b.add_argument(
-        "--protocols", default=",".join(names), help="comma-separated protocols to compare (default: all: %(default)s)"
+        "--protocols",
+        nargs="+",
+        default=names,
+        metavar="PROTOCOL",
+        help="protocols to compare, as --protocols sflv1 fedavg (like --seeds; commas work too) "
+        f"(default: all: {' '.join(names)})",
     )
     b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
     b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
-    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over them")
+    b.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over several (default 0)"
+    )
     b.add_argument(
         "--model",
         default="auto",
         help="model of every protocol that takes one: a built-in name or package.module:factory (default %(default)s)",
     )
     b.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default %(default)s)")
-    b.add_argument("--timeout-per-run", type=float, default=3600, help="seconds before a run counts as failed")
+    b.add_argument(
+        "--timeout-per-run",
+        type=float,
+        default=3600,
+        help="seconds before a run counts as failed (default %(default)s)",
+    )
     b.add_argument("--out", type=Path, default=None, help="result folder (default bench/<timestamp>/)")
     _data_flags(b, client=False)
 
@@ -436,7 +471,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--clients",
         default=None,
         help="comma-separated client names, e.g. hospital-a,hospital-b; each client must then run with its "
-        "name (--name), which its key is bound to",
+        "name (--name), which its key is bound to (default: none, one key pair)",
     )
     keys.add_argument(
         "--name", default="server", help="without --clients: the file name stem of the one pair (default %(default)s)"
@@ -480,13 +515,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pr.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
     pr.add_argument("photos", type=Path, nargs="+", metavar="PHOTO", help="face photos (JPG, PNG, ...)")
     pr.add_argument(
-        "--checkpoint", default="last", help="the weights to use: last, best (with --val-fraction) or a file"
+        "--checkpoint",
+        default="last",
+        help="the weights to use: last, best (with --val-fraction) or a file (default %(default)s)",
     )
     pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
     pr.add_argument("--json", action="store_true", help="print one JSON list of the predictions")
 
     sub.add_parser("protocols", help="list the available protocols")
+    say_switch_defaults(parser)
     return parser
+
+
+def say_switch_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every on/off flag says that it is off unless given, in every sub-command (``--help`` shows all defaults)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                say_switch_defaults(sub)
+        elif isinstance(action, argparse._StoreTrueAction) and action.help and "default" not in action.help:
+            action.help += " (default off)"
 
 
 def _defer_to_parent(sub: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
@@ -520,7 +568,10 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         "everything crosses the network in plain text",
     )
     p.add_argument(
-        "--config", type=Path, default=None, help="a config.json of an earlier run: take every training setting from it"
+        "--config",
+        type=Path,
+        default=None,
+        help="a config.json of an earlier run: take every training setting from it (default: none, the flags)",
     )
     p.add_argument(
         "--resume",
@@ -533,16 +584,20 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         "--curve-secret",
         type=Path,
         default=None,
-        help="the server's NAME.key_secret (from `splitfed keys`): encrypt every connection with CurveZMQ",
+        help="the server's NAME.key_secret (from `splitfed keys`): encrypt every connection with CurveZMQ "
+        "(default: none, plain text)",
     )
     p.add_argument(
         "--curve-clients",
         type=Path,
         default=None,
-        help="with --curve-secret: a folder of client public keys (NAME.key); only those may join",
+        help="with --curve-secret: a folder of client public keys (NAME.key); only those may join "
+        "(default: none, any client that has the server's public key)",
     )
     if not any(a.dest == "threads" for a in p._actions):
-        p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes")
+        p.add_argument(
+            "--threads", type=int, default=0, help="torch threads; 0 = cores divided by processes (default %(default)s)"
+        )
         p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<protocol>-<timestamp>/)")
 
 

@@ -64,6 +64,7 @@ class RunConfig:
     max_message_mb: int = 512
     checkpoint_every: int = 1
     threads: int = 0  # torch threads per process; 0 = cores / processes
+    tensorboard: bool = False  # the server also writes each round's scalars as a TensorBoard event file
     # protocol-specific options (e.g. sflv2's order), validated by the protocol
     options: dict[str, Any] = field(default_factory=dict)
 

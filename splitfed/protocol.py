@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # `splitfed --help` and `import splitfed` must not wait for t
     from splitfed.wire import Message
 
 
+#: the key of ``ready`` under which the runtime reports a client's own data settings (the role never sees it)
+DATA_REPORT = "data_request"
+
+
 @dataclass
 class DataRequest:
     """What a client was told about its data on its own command line."""

@@ -13,6 +13,15 @@ def test_digits_is_the_builtin_dataset() -> None:
     assert len(index) == 1797 and index.shape == (1, 8, 8) and len(index.classes) == 10
 
 
+def test_digits_read_from_the_file_equal_scikit_learns_loader() -> None:
+    """The built-in rows are read from scikit-learn's file without importing it; they must be its rows."""
+    from sklearn.datasets import load_digits
+
+    bunch, index = load_digits(), load_index("digits")
+    assert np.array_equal(index.pixels, (bunch.images.astype(np.float32) / 16.0)[:, None])
+    assert np.array_equal(index.labels, bunch.target) and index.classes == [str(c) for c in bunch.target_names]
+
+
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet:0.3", "dirichlet:100"])
 def test_partitions_are_disjoint_and_cover_the_rows(scheme: str) -> None:
     labels = np.random.default_rng(0).integers(0, 7, 500)

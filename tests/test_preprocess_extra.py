@@ -180,3 +180,16 @@ def test_too_many_bands_is_a_config_error_that_says_what_to_do() -> None:
     assert band_bounds(8, 2) == [(0, 4), (4, 8)]
     with pytest.raises(ConfigError, match="fewer clients|wider images"):
         band_bounds(8, 9)
+
+
+def test_a_contact_sheet_tile_names_its_source_photo(tmp_path: Path) -> None:
+    """A bad crop on the sheet can be traced to its photo: each tile is labelled with the source file."""
+    from PIL import Image
+    from splitfed.preprocessing.contact_sheet import contact_sheet, tile_label
+
+    row = {"path": "AF01/AF01ANS.png", "label": "angry", "source": "KDEF/AF01/AF01ANS.JPG", "angle": "S"}
+    assert tile_label(row) == ["AF01ANS.JPG", "angry S"]
+    (tmp_path / "AF01").mkdir()
+    Image.new("L", (64, 32), 128).save(tmp_path / row["path"])
+    contact_sheet(tmp_path, [row], tmp_path / "sheet.png")
+    assert Image.open(tmp_path / "sheet.png").size[1] > 32 + 26  # the crop and its two label lines

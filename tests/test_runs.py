@@ -30,7 +30,8 @@ def pids_of(name: str, out: Path) -> list[int]:
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--name" in args and name.encode() in args:
+        # this run's own party only: other runs on the machine (other test sessions) have a client-1 too
+        if b"--name" in args and name.encode() in args and any(str(out).encode() in a for a in args):
             found.append(int(entry.name))
     return found
 

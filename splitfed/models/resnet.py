@@ -7,10 +7,12 @@ puts the stem and the first residual stage on the client.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18
 
 
 def resnet18_blocks(shape: tuple[int, int, int], n_classes: int) -> list[tuple[str, nn.Module]]:
+    # imported here: torchvision.models pulls in torch._dynamo, which doubled every party's start-up
+    from torchvision.models import resnet18
+
     c, h, w = shape
     net = resnet18(weights=None, num_classes=n_classes)
     if min(h, w) < 64:

@@ -16,7 +16,9 @@ from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Server
-from splitfed.protocol import Assignment, ClientRole, DataRequest
+from splitfed.protocol import DATA_REPORT, Assignment, ClientRole, DataRequest
+from splitfed.runtime.warm import warm_imports
+from splitfed.timeline import mark
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
 from splitfed.transport.schemes import client_transport
@@ -49,9 +51,12 @@ def run_client(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
     link = ClientLink(transport, timeout=timeout, kinds=RUNTIME_KINDS)  # the protocol's kinds come with welcome
+    warm_imports()  # while the server starts and the others join
     try:
+        log.info("%s: waiting for the server at %s (up to %g s)", name, server, join_timeout or timeout)
         hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
         welcome = link.request(hello, expect=("welcome",))
+        mark("welcomed")
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
         link.timeout, link.max_bytes = config.timeout, config.max_bytes
         transport.connect_timeout = config.timeout  # joined: a server gone for --timeout is lost
@@ -61,8 +66,11 @@ def run_client(
         spec = registry.get(config.protocol)
         link.kinds = RUNTIME_KINDS | spec.messages
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
-        role.setup(server, link.request(Message("ready", meta=role.describe()), expect=("ack",)))
+        mark("data loaded")
+        ready = Message("ready", meta={**role.describe(), DATA_REPORT: _data_report(data)})
+        role.setup(server, link.request(ready, expect=("ack",)))
         follow_recipe(role, config)
+        mark("acked")
         start = int(welcome.meta.get("start_round", 1))
         if start > 1:
             restore_state(role, state_dir, name, start - 1)
@@ -86,6 +94,17 @@ def run_client(
         raise
     finally:
         link.close()
+
+
+def _data_report(data: DataRequest) -> dict[str, Any]:
+    """What this client was told about its data on its own command line, for the server's config.json."""
+    return {
+        "source": data.source,
+        "partition": data.partition,
+        "test_split": data.test_split,
+        "test_fraction": data.test_fraction,
+        "shard": data.shard,
+    }
 
 
 def state_path(state_dir: Path, name: str) -> Path:

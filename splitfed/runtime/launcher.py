@@ -22,6 +22,7 @@ from pathlib import Path
 from splitfed.config import RunConfig
 from splitfed.errors import PartyFailedError, SplitFedError, Terminated
 from splitfed.runtime.outputs import RunWriter
+from splitfed.timeline import mark
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def launch(
             *client_curve,
         )
         parties.append(_start(name, cmd, out, env))
+    mark("parties spawned")
     try:
         _watch(parties, out)
     except KeyboardInterrupt:

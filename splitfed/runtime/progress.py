@@ -1,4 +1,8 @@
-"""Progress: a bar on a terminal, one plain line per round otherwise."""
+"""Progress: a bar on a terminal, one plain line per round otherwise.
+
+Both count rounds of the whole run (a resumed run goes on from the checkpointed round to
+the new total) and show the seconds per round of summary.json (``round_seconds``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ class Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=done, desc=desc, unit="round", dynamic_ncols=True)
+            # no tqdm rate: its smoothed it/s would disagree with the run's own s/round, shown in the postfix
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| round {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}"
+            self._bar = tqdm(total=total, initial=done, desc=desc, bar_format=fmt, dynamic_ncols=True)
 
     def update(self, round: int, figures: dict[str, Any]) -> None:
         if not self.enabled:

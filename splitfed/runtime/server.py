@@ -19,12 +19,16 @@ from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.models import architecture
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
+from splitfed.protocol import DATA_REPORT
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
+from splitfed.runtime.warm import warm_imports
+from splitfed.timeline import mark
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
 from splitfed.transport.schemes import server_transport
 from splitfed.transport.security import CurveServer
+from splitfed.versions import versions
 from splitfed.wire import RUNTIME_KINDS, Message
 
 log = logging.getLogger(__name__)
@@ -101,8 +105,8 @@ def serve(
     config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
-    writer = RunWriter(out)
-    writer.write_config(config.to_dict())
+    writer = RunWriter(out, tensorboard=config.tensorboard)
+    writer.write_config({**config.to_dict(), "versions": versions()})
     transport = transport or server_transport(
         address, max_bytes=config.max_bytes, curve=curve, send_timeout=config.timeout
     )
@@ -116,6 +120,8 @@ def serve(
         config.clients,
         " (encrypted)" if curve else "",
     )
+    mark("listening")
+    warm_imports()  # while the clients join and load their data
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 
 
@@ -177,13 +183,18 @@ class _ServerRun:
         link.timeout = config.join_timeout  # joining and the handshake (clients load their data) may be slow
         if self.spec.distributed:
             accept_clients(link, config, self.first)
+        mark("clients joined")
         link.accepting = False
         self.role = role = self.spec.server(config, device)
+        mark("model built")
         ckpt = self.checkpoint
         role.resume = {k: v for k, v in ckpt.items() if k not in ("round", "config")} if ckpt else None
         clients = self.clients = Clients(link)
         # the data handshake: every client describes its data; the role sets up; each ready is acked
         ready = {peer: msg.meta for peer, msg in clients.gather("ready").items()}
+        reported = data_reports(ready)  # the runtime's own part of ready; the role gets the rest
+        ready = {peer: {k: v for k, v in meta.items() if k != DATA_REPORT} for peer, meta in ready.items()}
+        mark("clients ready")
         facts = role.setup(clients, ready)
         clients.reply_all(lambda peer: _ack(role.start(peer)))
         facts.update(role.prepare(clients))
@@ -192,18 +203,23 @@ class _ServerRun:
         follow_recipe(role, config)
         link.timeout = config.timeout  # from here on, silence means a lost peer
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
-        self.writer.write_config({**config.to_dict(), **facts, "address": link.transport.address})
+        record = {**config.to_dict(), **facts, **reported_data(config, reported), "address": link.transport.address}
+        self.writer.write_config({**record, "versions": versions()})
 
     def _round(self, rnd: int) -> bool:
         """Train, validate (with --val-fraction), test and record round ``rnd``; True if the run ends here."""
         config, link, writer, role = self.config, self.link, self.writer, self.role
         link.round = rnd
         t0 = time.monotonic()
+        if rnd == self.first:
+            mark("round 1 starts")
         lr = start_round(role, config, rnd)
         train = role.train_round(self.clients, rnd)
+        trained = time.monotonic() - t0
         val = self._validate(rnd) if config.val_fraction else None
         test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
+        row["train_seconds"] = trained
         if val is not None:
             row.update(val_loss=val.tally.loss, val_accuracy=val.tally.accuracy)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
@@ -211,7 +227,8 @@ class _ServerRun:
         self.state.update(rounds_done=rnd, last_test=test, last_train=train)
         improved = val is not None and self._track_best(rnd, row)
         stop = rnd == config.epochs or self._stops_early(rnd)
-        writer.write_summary(self._summary())
+        summary = self._summary()
+        writer.write_summary(summary)
         keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or stop)
         if improved or keep:
             state = {"round": rnd, "config": config.to_dict(), **role.checkpoint()}
@@ -221,7 +238,7 @@ class _ServerRun:
                 writer.write_checkpoint(state)
         for peer in link.clients:  # clients keep their own state of the rounds we checkpoint
             link.reply(peer, Message("done" if stop else "ack", meta={"checkpoint": keep}))
-        self.bar.update(rnd, {k: row[k] for k in ("train_loss", "train_accuracy", "test_accuracy")})
+        self.bar.update(rnd, progress_figures(row, summary))
         return stop
 
     def _validate(self, rnd: int) -> Any:
@@ -276,9 +293,11 @@ class _ServerRun:
         if self.role is not None:
             last = self.state.get("last_test")
             try:
-                self.writer.write_plots(self.role.classes, last.tally.confusion if last else None)
+                confusion = last.tally.confusion if last else None
+                self.writer.write_plots(self.role.classes, confusion, self.writer.recorded_config())
             except Exception as exc:  # plots must never hide the real outcome
                 log.warning("could not draw plots: %s", exc)
+        self.writer.close()
         self.link.close()
 
     def _summary(self) -> dict[str, Any]:
@@ -337,6 +356,46 @@ def _metrics_row(
     }
 
 
+def data_reports(ready: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each client reported about its data: its own settings (source, split) and its rows and classes."""
+    counts = ("n_train", "n_test", "classes")
+    return {
+        peer: {**(meta.get(DATA_REPORT) or {}), **{k: meta[k] for k in counts if k in meta}}
+        for peer, meta in ready.items()
+    }
+
+
+def reported_data(config: RunConfig, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """config.json's ``data`` as the clients hold it (not the server's own default), and each one's report."""
+    if not reported:  # no clients (centralized): the server's own --data is the data
+        return {}
+    sources = sorted({str(r.get("source")) for r in reported.values()})
+    data = sources[0] if len(sources) == 1 else "per client (see data_by_client)"
+    return {"data": data, "data_by_client": reported}
+
+
+def round_seconds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's seconds per round, defined once for the bar, the final line and summary.json.
+
+    ``seconds_per_round``: the mean wall time of a round, from its start to its test results
+    (training, validation and evaluation; not the start-up before round 1).
+    ``train_seconds_per_round``: the mean time of the training part alone.
+    ``seconds_per_epoch`` is the same figure as ``seconds_per_round`` (an epoch is a round), kept for older readers.
+    """
+    if not rows:
+        return {"seconds_per_round": None, "train_seconds_per_round": None, "seconds_per_epoch": None}
+    per_round = sum(r["wall_seconds"] for r in rows) / len(rows)
+    timed = [r["train_seconds"] for r in rows if "train_seconds" in r]  # rows of older runs lack it
+    training = sum(timed) / len(timed) if timed else None
+    return {"seconds_per_round": per_round, "train_seconds_per_round": training, "seconds_per_epoch": per_round}
+
+
+def progress_figures(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """What the bar (or plain line) shows after a round: the round's figures and the run's seconds per round."""
+    figures = {k: row[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_macro_f1")}
+    return {**figures, "s/round": f"{summary['seconds_per_round']:.2f}"}
+
+
 def _best_fields(state: dict[str, Any]) -> dict[str, Any]:
     """With --val-fraction: the round chosen by validation accuracy, and its test accuracy (kept in best.pt)."""
     best = state.get("best")
@@ -385,7 +444,7 @@ def _summary(
         "best_test_accuracy": max((r["test_accuracy"] for r in rows), default=None),
         **_best_fields(state),
         "wall_seconds": wall,
-        "seconds_per_epoch": sum(r["wall_seconds"] for r in rows) / len(rows) if rows else None,
+        **round_seconds(rows),
         "bytes_sent": link.stats.bytes_received + prior["bytes_sent"],
         "bytes_received": link.stats.bytes_sent + prior["bytes_received"],
         **({"resumed_after_round": state["resumed_after_round"]} if "resumed_after_round" in state else {}),
@@ -395,6 +454,7 @@ def _summary(
         "bytes_by_client": {p: {"sent": v["received"], "received": v["sent"]} for p, v in link.stats.by_peer.items()},
         "messages_repeated": link.stats.duplicates,
         "classes": role.classes if role is not None else [],
+        "versions": versions(),
         "confusion": test.tally.confusion if test else None,
         **_role_summary(role),
     }
