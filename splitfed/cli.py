@@ -22,6 +22,11 @@ from splitfed.protocol import DataRequest, ProtocolSpec
 from splitfed.timeline import mark, set_party
 
 
+def _given(args: argparse.Namespace, name: str) -> object:
+    """A flag's value, or RunConfig's default where the protocol does not list the flag."""
+    return getattr(args, name, RunConfig.__dataclass_fields__[name].default)
+
+
 def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     return RunConfig(
         protocol=spec.name,
@@ -42,12 +47,8 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         model=args.model,
         cut=getattr(args, "cut", None),
         seed=args.seed,
-        wire_dtype=getattr(args, "wire_dtype", RunConfig.__dataclass_fields__["wire_dtype"].default),
-        wire_compress=args.wire_compress,
-        dp_clip=args.dp_clip,
-        dp_noise=args.dp_noise,
-        nopeek=args.nopeek,
-        privacy=args.privacy,
+        **{name: _given(args, name) for name in ("wire_dtype", "wire_compress", "dp_clip", "dp_noise", "nopeek")},
+        privacy=_given(args, "privacy"),
         augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),

@@ -137,7 +137,8 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         "standard-noflip; or package.module:name, a function augment(x, generator) of your own. "
         "Seeded from --seed (default %(default)s)",
     )
-    _privacy_flags(p, d)
+    if spec is None or spec.smashed:  # only where activations and gradients cross the wire the SplitFed way
+        _privacy_flags(p, d)
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N, for every party (default %(default)s)")
     r.add_argument(
