@@ -12,6 +12,7 @@ import logging
 import torch
 
 from splitfed.data.shards import ClientShard, batch_order, client_shard
+from splitfed.devices import autocast
 from splitfed.models import build_model, resolve_cut, split_model
 from splitfed.optim import make_optimizer
 from splitfed.peers import Server
@@ -80,7 +81,8 @@ class SFLClient(ClientRole):
         self.exchange_weights(server)
 
     def train_batch(self, server: Server, x: torch.Tensor, y: torch.Tensor, *, last: bool, step: int) -> None:
-        acts = self.half(x.to(self.device))
+        with autocast(self.device, self.config.precision):
+            acts = self.half(x.to(self.device))
         msg = Message(
             "forward",
             meta={"last": last},
@@ -89,7 +91,7 @@ class SFLClient(ClientRole):
         )
         reply = server.request(msg, "gradient")
         self.opt.zero_grad(set_to_none=True)
-        acts.backward(from_wire(reply.tensors["grad"], self.device))
+        acts.backward(from_wire(reply.tensors["grad"], self.device, acts.dtype))
         self.opt.step()
 
     def exchange_weights(self, server: Server) -> None:
@@ -97,13 +99,14 @@ class SFLClient(ClientRole):
         reply = server.request(msg, "weights")
         self.half.load_state_dict(reply.tensors)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, server: Server, round: int) -> dict:
         rows_x, rows_y = self.shard.eval_set(self.eval_split)
         self.half.eval()
         for start in range(0, len(rows_y), EVAL_BATCH):
             x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
-            acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
+            with autocast(self.device, self.config.precision):
+                acts = to_wire(self.half(x.to(self.device)), self.config.wire_dtype)
             server.request(Message("eval", tensors={"acts": acts, "labels": y}), "eval_result")
         self.half.train()
         return {}

@@ -66,6 +66,7 @@ SPEC = ProtocolSpec(
     server=SFLv2Server,
     client=SFLClient,
     messages=SFL_MESSAGES,
+    parallel_clients=False,
     options=(
         Option(
             "order",

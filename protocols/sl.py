@@ -75,4 +75,5 @@ SPEC = ProtocolSpec(
     server=SLServer,
     client=SLClient,
     messages=SFL_MESSAGES | {"turn"},
+    parallel_clients=False,
 )

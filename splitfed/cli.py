@@ -42,6 +42,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         cut=args.cut,
         seed=args.seed,
         wire_dtype=args.wire_dtype,
+        precision=args.precision,
         augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),

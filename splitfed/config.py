@@ -12,6 +12,7 @@ from splitfed.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
+PRECISION_NAMES = ("32", "bf16-mixed", "16-mixed")  # --precision, Lightning's names
 DEVICES = ("cpu", "cuda")
 
 
@@ -38,6 +39,7 @@ class RunConfig:
     cut: int | None = None
     seed: int = 0
     wire_dtype: str = "float32"
+    precision: str = "32"  # compute precision of the model steps: 32, bf16-mixed or 16-mixed (autocast)
     augment: str = "auto"  # training batches, on the clients: auto, none, standard, standard-noflip or an import path
     # data (each client process applies these to load only its own rows)
     data: str = "digits"
@@ -89,6 +91,8 @@ class RunConfig:
             raise ConfigError(f"--clip-grad must be >= 0 (0 = off), got {self.clip_grad}")
         if self.wire_dtype not in WIRE_DTYPES:
             raise ConfigError(f"--wire-dtype {self.wire_dtype!r} is not one of {WIRE_DTYPES}")
+        if self.precision not in PRECISION_NAMES:
+            raise ConfigError(f"--precision {self.precision!r} is not one of {', '.join(PRECISION_NAMES)}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"--device {self.device!r} is not one of cpu, cuda, cuda:N")
         if not self.timeout > 0:
@@ -158,6 +162,7 @@ TRAINING_FIELDS = (
     "cut",
     "seed",
     "wire_dtype",
+    "precision",
     "augment",
     "timeout",
     "max_message_mb",
