@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -91,22 +92,25 @@ def cpu_at(samples: list[tuple[float, float, float]], t: float) -> float:
     return (before[-1] if before else samples[0])[1]
 
 
-def measure(cmd: list[str], marks: Path) -> dict[str, float]:
-    """One run: figures from the samples and the marks file the run leaves (first batch, rounds' end)."""
+def measure(cmd: list[str], out: Path, marks_from_files: bool = False) -> dict[str, float]:
+    """One run: figures from the /proc samples and the marks it leaves in OUT/marks.json."""
+    load = os.getloadavg()[0]  # how busy the machine was as the run started (other jobs included)
     started, samples, _ = watch(cmd)
     ended = time.time()
-    m = json.loads(marks.read_text())
+    if marks_from_files:
+        splitfed_marks(out)
+    m = json.loads((out / "marks.json").read_text())
     first, done, rounds = m["first_batch"], m["rounds_end"], m["rounds"]
     cpu = cpu_at(samples, done) - cpu_at(samples, first)
-    wall = done - first
     return {
-        "s_per_round": wall / rounds,
+        "s_per_round": (done - first) / rounds,
         "cpu_per_round": cpu / rounds,
-        "busy_cores": cpu / wall,
+        "busy_cores": cpu / (done - first),
         "peak_pss_mb": max(s[2] for s in samples),
         "startup_s": first - started,
         "command_s": ended - started,
         "accuracy": m["accuracy"],
+        "load_1min": load,
     }
 
 
@@ -155,6 +159,7 @@ def summarise(results: dict[str, list[dict[str, float]]]) -> str:
         ("startup_s", "start-up to first batch, s", 1),
         ("command_s", "whole command, s", 1),
         ("accuracy", "final test accuracy", 3),
+        ("load_1min", "machine load (1-min average) at the start", 1),
     ]
     names = list(results)
     lines = ["| median (min-max) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -195,37 +200,17 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(REPO / "benchmarks" / "peer_loop.py"), "--data", str(data), "--out", str(out)]
         cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
-        results["reference loop"].append(measure(cmd, out / "marks.json"))
+        results["reference loop"].append(measure(cmd, out))
         print("reference", results["reference loop"][-1], flush=True)
         for precision in args.precisions.split(","):
             out = args.out / f"splitfed-{precision}-{repeat}"
             name = f"splitfed sflv1 --precision {precision}"
-            cmd = splitfed_cmd(args, data, out, precision)
-            marks = out / "marks.json"
-            started, samples, _ = watch(cmd)
-            ended = time.time()
-            splitfed_marks(out)
-            results.setdefault(name, []).append(_figures(started, ended, samples, marks))
+            results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True))
             print(name, results[name][-1], flush=True)
-    table = summarise(results)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        table = summarise(results)  # after every repeat, so that a stopped benchmark still leaves its table
+        (args.out / "results.md").write_text(table + "\n")
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table)
-
-
-def _figures(started: float, ended: float, samples: list[tuple[float, float, float]], marks: Path) -> dict:
-    m = json.loads(marks.read_text())
-    first, done, rounds = m["first_batch"], m["rounds_end"], m["rounds"]
-    cpu = cpu_at(samples, done) - cpu_at(samples, first)
-    return {
-        "s_per_round": (done - first) / rounds,
-        "cpu_per_round": cpu / rounds,
-        "busy_cores": cpu / (done - first),
-        "peak_pss_mb": max(s[2] for s in samples),
-        "startup_s": first - started,
-        "command_s": ended - started,
-        "accuracy": m["accuracy"],
-    }
 
 
 if __name__ == "__main__":

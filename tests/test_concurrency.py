@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from splitfed.protocols.concurrent_steps import Lockstep, run_concurrently, step_pool
+from splitfed.protocols.sfl_server import SFLServerBase
+from splitfed.protocols.sflv1 import SFLv1Server
 
-from protocols.concurrent_steps import Lockstep, run_concurrently, step_pool
-from protocols.sflv1 import SFLv1Server
 from splitfed.config import RunConfig
 from splitfed.devices import set_threads
 from splitfed.protocol import ProtocolSpec
@@ -54,18 +55,29 @@ def test_lockstep_waits_for_every_client_still_sending() -> None:
     assert served[3:] == [("a", 40)]
 
 
-def _sflv1(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict]]:
+def _sflv1(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict], set[str]]:
+    """A 3-client SFLv1 run with ``workers`` step workers; its checkpoint, metrics and the threads that stepped."""
     monkeypatch.setattr(SFLv1Server, "step_workers", workers)
+    stepped_in: set[str] = set()
+    original = SFLServerBase.step_forward  # the unwrapped step, however many runs wrapped it
+
+    def step_forward(self, peer, msg):
+        stepped_in.add(threading.current_thread().name)
+        return original(self, peer, msg)
+
+    monkeypatch.setattr(SFLv1Server, "step_forward", step_forward)
     config = RunConfig(protocol="sflv1", clients=3, epochs=2, batch_size=32, lr=3e-3, seed=5, timeout=30)
     run_in_threads(config, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    return torch.load(tmp_path / "checkpoint.pt", weights_only=True), rows
+    return torch.load(tmp_path / "checkpoint.pt", weights_only=True), rows, stepped_in
 
 
 def test_concurrent_server_copies_equal_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three clients, Adam, two rounds: stepping the copies side by side changes no number (1e-6)."""
-    seq, seq_rows = _sflv1(tmp_path / "sequential", 1, monkeypatch)
-    par, par_rows = _sflv1(tmp_path / "concurrent", 3, monkeypatch)
+    seq, seq_rows, seq_threads = _sflv1(tmp_path / "sequential", 1, monkeypatch)
+    par, par_rows, par_threads = _sflv1(tmp_path / "concurrent", 3, monkeypatch)
+    assert not any(name.startswith("step") for name in seq_threads), seq_threads  # served where they arrived
+    assert len({name for name in par_threads if name.startswith("step")}) == 3  # three workers stepped copies
     for part in ("client_half", "server_half"):
         for k, v in seq[part].items():
             assert torch.allclose(par[part][k], v, atol=1e-6, rtol=0), (part, k)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from splitfed.protocols.split_steps import server_eval, server_step
 
-from protocols.split_steps import server_eval, server_step
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError
 from splitfed.models import build_model, split_model
