@@ -53,7 +53,9 @@ class CentralizedTrainer(ServerRole):
         )
 
     def evaluate(self, clients: Clients, round: int) -> RoundResult:
-        return RoundResult(evaluate_local(self.model, self.shard, self.device, split=self.eval_split))
+        return RoundResult(
+            evaluate_local(self.model, self.shard, self.device, split=self.eval_split, precision=self.config.precision)
+        )
 
     def checkpoint(self) -> dict[str, Any]:
         return {"model": state_copy(self.model), "optimizer": self.opt.state_dict()}

@@ -63,7 +63,9 @@ class FedAvgClient(ClientRole):
         self.model.load_state_dict(reply.tensors)
 
     def evaluate(self, server: Server, round: int) -> dict[str, Any]:
-        return evaluate_local(self.model, self.shard, self.device, split=self.eval_split).to_meta()
+        return evaluate_local(
+            self.model, self.shard, self.device, split=self.eval_split, precision=self.config.precision
+        ).to_meta()
 
 
 class FedAvgServer(ServerRole):

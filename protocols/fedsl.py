@@ -30,6 +30,7 @@ from splitfed.config import RunConfig
 from splitfed.data.band_augment import band_augment
 from splitfed.data.datasets import load_index
 from splitfed.data.shards import batch_order, client_rows
+from splitfed.devices import autocast
 from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.rnn import CELLS, ENCODERS, build_segments, from_sequence, segment_bounds, to_sequence
@@ -183,27 +184,35 @@ class FedSLClient(ClientRole):
             x = to_sequence(band, self.order)
         x = x.to(self.device)
         state_in = tuple(t.requires_grad_(self.position > 0) for t in self._state_in(server, "train", len(rows)))
-        state_out = self.net(x, state_in)
-        self.opt.zero_grad(set_to_none=True)
         meta: dict[str, Any] = {}
+        with autocast(self.device, self.config.precision):
+            state_out = self.net(x, state_in)
+            if self.is_last:
+                y = self.train_y[rows].to(self.device)
+                loss, meta = loss_with_counts(self.head(state_out[0][-1]), y, self.config.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
         if self.is_last:
-            y = self.train_y[rows].to(self.device)
-            loss, meta = loss_with_counts(self.head(state_out[0][-1]), y, self.config.label_smoothing)
             loss.backward()
         else:
             reply = server.request(
                 Message("hidden", meta={"phase": "train"}, tensors=self._hand_on(state_out), step=self.step_no),
                 "gradient",
             )
-            grads = [from_wire(reply.tensors[n], self.device) for n in STATE_NAMES[: len(state_out)]]
+            grads = [
+                from_wire(reply.tensors[n], self.device, t.dtype) for n, t in zip(STATE_NAMES, state_out, strict=False)
+            ]
             torch.autograd.backward(state_out, grads)
         if self.position > 0:
             back = {n: to_wire(t.grad, self.config.wire_dtype) for n, t in zip(STATE_NAMES, state_in, strict=False)}
             server.request(Message("gradient", meta=meta, tensors=back, step=self.step_no), "ack")
         self.opt.step()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, server: Server, round: int) -> dict[str, Any]:
+        with autocast(self.device, self.config.precision):
+            return self._evaluate(server)
+
+    def _evaluate(self, server: Server) -> dict[str, Any]:
         self.net.eval()
         tally = Tally(len(self.classes))
         for start in range(0, len(self.test_y), 256):
@@ -212,7 +221,7 @@ class FedSLClient(ClientRole):
             state = self.net(x, self._state_in(server, "eval", len(x)))
             if self.is_last:
                 y = self.test_y[start : start + 256].to(self.device)
-                logits = self.head(state[0][-1])
+                logits = self.head(state[0][-1]).float()
                 tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
             else:
                 server.request(

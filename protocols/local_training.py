@@ -14,6 +14,7 @@ from torch import nn
 
 from splitfed.config import RunConfig
 from splitfed.data.shards import ClientShard, batch_order
+from splitfed.devices import autocast
 from splitfed.metrics import Tally
 
 
@@ -38,8 +39,9 @@ def train_local(
         for step, rows in enumerate(batches):
             x, y = shard.train_batch(rows, seed=config.seed, client=client, round=round, epoch=epoch, step=step)
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            with autocast(device, config.precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -49,17 +51,24 @@ def train_local(
     return tally
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_local(
-    model: nn.Module, shard: ClientShard, device: torch.device, batch: int = 256, *, split: str = "test"
+    model: nn.Module,
+    shard: ClientShard,
+    device: torch.device,
+    batch: int = 256,
+    *,
+    split: str = "test",
+    precision: str = "32",
 ) -> Tally:
-    """The model on the shard's ``test`` rows (or its ``val`` rows)."""
+    """The model on the shard's ``test`` rows (or its ``val`` rows), at ``--precision``."""
     tally = Tally(len(shard.classes))
     rows_x, rows_y = shard.eval_set(split)
     model.eval()
     for start in range(0, len(rows_y), batch):
         x, y = rows_x[start : start + batch].to(device), rows_y[start : start + batch].to(device)
-        logits = model(x)
+        with autocast(device, precision):
+            logits = model(x).float()
         tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
     model.train()
     return tally

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from splitfed.config import RunConfig
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
+from splitfed.devices import autocast
 from splitfed.errors import ConfigError, DataError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.vertical import HEADS, band_bounds, seeded_top
@@ -45,11 +46,14 @@ def top_step(
     parts: list[torch.Tensor],
     labels: torch.Tensor,
     smoothing: float = 0.0,
+    precision: str = "32",
 ) -> tuple[list[torch.Tensor], torch.Tensor, float]:
-    """Concatenate the heads' outputs, step the top; return each head **its own** gradient slice."""
+    """Concatenate the heads' outputs, step the top (under ``--precision``'s autocast); return each head
+    **its own** gradient slice."""
     cut = torch.cat(parts, dim=1).detach().requires_grad_(True)
-    logits = top(cut)
-    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    with autocast(cut.device, precision):
+        logits = top(cut)
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -165,12 +169,15 @@ class VerticalServer(ServerRole):
                 grads = self._loss_remote(clients, parts, tally, train)
             elif train:
                 labels = self.y["train"][rows].to(self.device)
-                grads, logits, loss_sum = top_step(self.top, self.opt, parts, labels, self.config.label_smoothing)
+                cfg = self.config
+                grads, logits, loss_sum = top_step(
+                    self.top, self.opt, parts, labels, cfg.label_smoothing, cfg.precision
+                )
                 tally.add(logits, labels, loss_sum)
             else:
                 labels = self.y["eval"][rows].to(self.device)
-                with torch.no_grad():
-                    logits = self.top(torch.cat(parts, dim=1))
+                with torch.inference_mode(), autocast(self.device, self.config.precision):
+                    logits = self.top(torch.cat(parts, dim=1)).float()
                 tally.add(logits, labels, float(F.cross_entropy(logits, labels, reduction="sum")))
             if train:
                 band = dict(zip(self.owners, grads, strict=True))  # each head its own slice
@@ -186,15 +193,15 @@ class VerticalServer(ServerRole):
     def _loss_remote(self, clients: Clients, parts: list[torch.Tensor], tally: Tally, train: bool) -> list | None:
         """The label holder computes the loss on our logits; we finish backward through the top."""
         cut = torch.cat(parts, dim=1).detach().requires_grad_(train)
-        with torch.set_grad_enabled(train):
+        with torch.set_grad_enabled(train), autocast(self.device, self.config.precision):
             logits = self.top(cut)
-        clients.reply(self.label_peer, Message("logits", tensors={"logits": logits.detach().cpu()}))
+        clients.reply(self.label_peer, Message("logits", tensors={"logits": logits.detach().float().cpu()}))
         _, reply = clients.recv("gradient")
         if not train:
             return None  # the label holder reports its test tally with eval_done
         tally.add_meta(reply.meta)
         self.opt.zero_grad(set_to_none=True)
-        logits.backward(reply.tensors["grad"].to(self.device))
+        logits.backward(reply.tensors["grad"].to(self.device, logits.dtype))
         self.opt.step()
         return list(cut.grad.split([p.shape[1] for p in parts], dim=1))
 

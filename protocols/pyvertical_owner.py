@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from splitfed.data.band_augment import band_augment
 from splitfed.data.datasets import load_index
 from splitfed.data.partition import split_train_test
+from splitfed.devices import autocast
 from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
 from splitfed.models.vertical import band_bounds, seeded_head
@@ -137,17 +138,18 @@ class VerticalOwner(ClientRole):
         while len(rows):
             if phase == "train":
                 batch = x[rows] if self.aug_params is None else self.augment(x[rows], self.aug_params, rows)
-                acts = self.head(batch.to(self.device))
+                with autocast(self.device, self.config.precision):
+                    acts = self.head(batch.to(self.device))
                 msg = Message("forward", tensors={"acts": to_wire(acts, self.config.wire_dtype)})
                 if self.holds_labels:
                     reply = self._loss_here(server, server.request(msg, "logits"), rows, train=True)
                 else:
                     reply = server.request(msg, "gradient")
                 self.opt.zero_grad(set_to_none=True)
-                acts.backward(from_wire(reply.tensors["grad"], self.device))
+                acts.backward(from_wire(reply.tensors["grad"], self.device, acts.dtype))
                 self.opt.step()
             else:
-                with torch.no_grad():
+                with torch.inference_mode(), autocast(self.device, self.config.precision):
                     acts = to_wire(self.head(x[rows].to(self.device)), self.config.wire_dtype)
                 if self.holds_labels:
                     logits = server.request(Message("eval", tensors={"acts": acts}), "logits")

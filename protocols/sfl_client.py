@@ -12,6 +12,7 @@ import logging
 import torch
 
 from splitfed.data.shards import ClientShard, batch_order, client_shard
+from splitfed.devices import autocast
 from splitfed.models import build_model, resolve_cut, split_model
 from splitfed.optim import make_optimizer
 from splitfed.peers import Server
@@ -99,7 +100,8 @@ class SFLClient(ClientRole):
         noise: torch.Generator | None = None,
     ) -> None:
         x = x.to(self.device)
-        acts = self.half(x)
+        with autocast(self.device, self.config.precision):
+            acts = self.half(x)
         sent = self.defence.release(acts, noise)  # clipped and noised here, before anything is encoded
         msg = Message(
             "forward",
@@ -110,7 +112,7 @@ class SFLClient(ClientRole):
         )
         reply = server.request(msg, "gradient")
         self.opt.zero_grad(set_to_none=True)
-        client_backward(sent, from_wire(reply.tensors["grad"], self.device), self.defence.penalty(x, acts))
+        client_backward(sent, from_wire(reply.tensors["grad"], self.device, sent.dtype), self.defence.penalty(x, acts))
         self.opt.step()
 
     def exchange_weights(self, server: Server) -> None:
@@ -118,14 +120,15 @@ class SFLClient(ClientRole):
         reply = server.request(msg, "weights")
         self.half.load_state_dict(reply.tensors)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, server: Server, round: int) -> dict:
         rows_x, rows_y = self.shard.eval_set(self.eval_split)
         self.half.eval()
         for start in range(0, len(rows_y), EVAL_BATCH):
             x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
             noise = self.noise(round, EVAL_STREAM, start)
-            acts = to_wire(self.defence.release(self.half(x.to(self.device)), noise), self.config.wire_dtype)
+            with autocast(self.device, self.config.precision):
+                acts = to_wire(self.defence.release(self.half(x.to(self.device)), noise), self.config.wire_dtype)
             msg = Message("eval", tensors={"acts": acts, "labels": y}, codec=self.codec)
             server.request(msg, "eval_result")
         self.half.train()

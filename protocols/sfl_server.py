@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
 from torch import nn
 
 from splitfed.aggregation import fedavg
@@ -16,6 +18,7 @@ from splitfed.peers import Clients
 from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
+from .concurrent_steps import Lockstep
 from .handshake import Joined
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
 
@@ -54,6 +57,9 @@ class SFLServerBase(ServerRole):
         """A resumed run's clients start from the checkpointed client half."""
         return Message("ack", tensors=self.client_state) if self.resume is not None else None
 
+    #: where the server halves' steps run side by side (SFLv1's copies); None: one at a time
+    pool: ThreadPoolExecutor | None = None
+
     def half_keys(self) -> list[str]:
         raise NotImplementedError
 
@@ -67,12 +73,24 @@ class SFLServerBase(ServerRole):
         return server.to(self.device)
 
     def forward_step(self, clients: Clients, peer: str, msg: Message, tally: Tally) -> None:
+        """Serve one training batch: step ``peer``'s server half and reply with the gradient at the cut."""
+        self.finish_forward(clients, tally, peer, msg, self.step_forward(peer, msg))
+
+    def step_forward(self, peer: str, msg: Message) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The maths of one training batch on ``peer``'s server half: touches that half and its optimizer only,
+        so steps for different copies may run in different threads (SFLv1)."""
         key = self.half_for(peer)
         acts = from_wire(msg.tensors["acts"], self.device)
         labels = msg.tensors["labels"].to(self.device)
-        grad, logits, loss_sum = server_step(
-            self.halves[key], self.opts[key], acts, labels, self.config.label_smoothing
-        )
+        cfg = self.config
+        return server_step(self.halves[key], self.opts[key], acts, labels, cfg.label_smoothing, cfg.precision)
+
+    def finish_forward(
+        self, clients: Clients, tally: Tally, peer: str, msg: Message, stepped: tuple[torch.Tensor, torch.Tensor, float]
+    ) -> None:
+        """Count the batch and reply to ``peer`` (in the serving thread: tallies and links are not thread-safe)."""
+        grad, logits, loss_sum = stepped
+        labels = msg.tensors["labels"]
         correct = tally.add(logits, labels, loss_sum)
         reply = Message(
             "gradient",
@@ -94,15 +112,21 @@ class SFLServerBase(ServerRole):
     def evaluate(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
 
-        def test_batch(peer: str, msg: Message) -> None:
+        def test_batch(peer: str, msg: Message) -> tuple[torch.Tensor, float]:
+            acts = from_wire(msg.tensors["acts"], self.device)
             labels = msg.tensors["labels"].to(self.device)
-            logits, loss_sum = server_eval(
-                self.halves[self.half_for(peer)], from_wire(msg.tensors["acts"], self.device), labels
-            )
-            correct = tally.add(logits, labels, loss_sum)
+            return server_eval(self.halves[self.half_for(peer)], acts, labels, self.config.precision)
+
+        def answer(peer: str, msg: Message, result: tuple[torch.Tensor, float]) -> None:
+            logits, loss_sum = result
+            correct = tally.add(logits, msg.tensors["labels"], loss_sum)
             clients.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
 
-        clients.gather("eval_done", on={"eval": test_batch})
+        if self.pool is None:  # one server half, or one core: serve each test batch as it comes
+            clients.gather("eval_done", on={"eval": lambda p, m: answer(p, m, test_batch(p, m))})
+        else:  # SFLv1: the copies' test batches side by side
+            together = Lockstep(clients, test_batch, answer, self.pool)
+            clients.gather("eval_done", on={"eval": together.add}, each=together.leave)
         return RoundResult(tally)
 
     def checkpoint(self) -> dict[str, Any]:

@@ -9,16 +9,36 @@ belongs to each copy and persists across batches and rounds; only weights are av
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
+import torch
+
 from splitfed.aggregation import fedavg
+from splitfed.devices import cores
 from splitfed.metrics import Tally
 from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
 
+from .concurrent_steps import Lockstep, step_pool
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
 
 
 class SFLv1Server(SFLServerBase):
+    #: how many copies step side by side; None: as many as the cores hold at this process's torch threads
+    #: each (1: one after the other, as the batches arrive)
+    step_workers: int | None = None
+
+    def setup(self, clients: Clients, ready: dict[str, dict]) -> dict[str, Any]:
+        facts = super().setup(clients, ready)
+        n = len(self.clients)
+        if self.step_workers is None:
+            self.pool = step_pool(n, torch.get_num_threads(), cores())
+        else:
+            self.pool = step_pool(n, 1, self.step_workers)
+        return facts
+
     def half_keys(self) -> list[str]:
         return list(self.clients)
 
@@ -27,7 +47,12 @@ class SFLv1Server(SFLServerBase):
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        weights = clients.gather("weights", on={"forward": self.forward_handler(clients, tally)})
+        if self.pool is None:
+            weights = clients.gather("weights", on={"forward": self.forward_handler(clients, tally)})
+        else:  # every client still training sends a batch, and the server steps their copies at once
+            finish = partial(self.finish_forward, clients, tally)
+            together = Lockstep(clients, self.step_forward, finish, self.pool)
+            weights = clients.gather("weights", on={"forward": together.add}, each=together.leave)
         self.average_server_copies()
         self.average_clients(clients, weights)
         return RoundResult(tally)

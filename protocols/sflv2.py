@@ -67,6 +67,7 @@ SPEC = ProtocolSpec(
     client=SFLClient,
     smashed=True,
     messages=SFL_MESSAGES,
+    parallel_clients=False,
     options=(
         Option(
             "order",

@@ -76,4 +76,5 @@ SPEC = ProtocolSpec(
     client=SLClient,
     smashed=True,
     messages=SFL_MESSAGES | {"turn"},
+    parallel_clients=False,
 )

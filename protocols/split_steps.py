@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitfed.devices import autocast
 from splitfed.metrics import finite_loss
 from splitfed.wire import DTYPES
 
@@ -15,30 +16,43 @@ def to_wire(t: torch.Tensor, wire_dtype: str) -> torch.Tensor:
     return t.detach().to("cpu", DTYPES[wire_dtype])
 
 
-def from_wire(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return t.to(device=device, dtype=torch.float32)
+def from_wire(t: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A received tensor on ``device``, as ``dtype`` (no copy where it already is both)."""
+    return t.to(device=device, dtype=dtype)
 
 
 def server_step(
-    half: nn.Module, opt: torch.optim.Optimizer, acts: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
+    half: nn.Module,
+    opt: torch.optim.Optimizer,
+    acts: torch.Tensor,
+    labels: torch.Tensor,
+    smoothing: float = 0.0,
+    precision: str = "32",
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Forward the server half, step its optimizer; return (grad at the cut, logits, loss sum).
 
-    ``smoothing`` is ``--label-smoothing``: the training loss only (test losses never smooth)."""
+    ``smoothing`` is ``--label-smoothing``: the training loss only (test losses never smooth).
+    ``precision`` is ``--precision``: the forward runs under autocast; the gradient at the cut
+    comes back float32, as the activations went in."""
     acts = acts.detach().requires_grad_(True)
-    logits = half(acts)
-    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    with autocast(acts.device, precision):
+        logits = half(acts)
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return acts.grad, logits.detach(), float(loss.detach()) * len(labels)
 
 
-@torch.no_grad()
-def server_eval(half: nn.Module, acts: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+@torch.inference_mode()
+def server_eval(
+    half: nn.Module, acts: torch.Tensor, labels: torch.Tensor, precision: str = "32"
+) -> tuple[torch.Tensor, float]:
+    """Logits (float32) and the loss sum of a test batch, in eval mode, without autograd."""
     was_training = half.training
     half.eval()
-    logits = half(acts)
+    with autocast(acts.device, precision):
+        logits = half(acts).float()
     half.train(was_training)
     return logits, float(F.cross_entropy(logits, labels, reduction="sum"))
 

@@ -5,9 +5,17 @@ Layers (see DESIGN.md): ``splitfed.wire`` and ``splitfed.transport`` own bytes,
 owns the loops, processes, progress and outputs.
 """
 
+import os
 from typing import Any
 
 from splitfed.errors import SplitFedError
+
+# OpenMP threads that wait for work sleep instead of spinning. A spinning thread holds a core
+# that another process needs: with a second job on the cores, two torch threads ran a step
+# loop 18x slower than one (160 s vs 9 s); passive, they ran it in 2-8 s. Read once, when
+# torch loads its OpenMP runtime, so it applies where splitfed is imported before torch
+# (every splitfed process, the CLI); set OMP_WAIT_POLICY yourself to choose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["RunResult", "SplitFedError", "__version__", "run"]
 __version__ = "0.1.0"

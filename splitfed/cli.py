@@ -49,6 +49,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         seed=args.seed,
         **{name: _given(args, name) for name in ("wire_dtype", "wire_compress", "dp_clip", "dp_noise", "nopeek")},
         privacy=_given(args, "privacy"),
+        precision=_given(args, "precision"),
         augment=args.augment,
         data=getattr(args, "data", "digits"),
         partition=getattr(args, "partition", "iid"),

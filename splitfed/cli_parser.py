@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitfed import __version__, registry
-from splitfed.config import OPTIMIZERS, PRIVACY_PRESETS, SCHEDULES, WIRE_DTYPES, RunConfig
+from splitfed.config import OPTIMIZERS, PRECISION_NAMES, PRIVACY_PRESETS, SCHEDULES, WIRE_DTYPES, RunConfig
 from splitfed.protocol import DataRequest, ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
@@ -129,6 +129,14 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
             "(default %(default)s)",
         )
     g.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default=d.precision,
+        help="compute precision of every model step (Lightning's names): 32 = float32; bf16-mixed = bfloat16 "
+        "autocast (about half the step time on CPUs with AVX512-BF16/AMX and on recent GPUs); 16-mixed = float16 "
+        "autocast, without loss scaling. Weights, optimizer state and the wire stay float32 (default %(default)s)",
+    )
+    g.add_argument(
         "--augment",
         default=d.augment,
         help="augmentation of training batches, done by each client on its own rows (evaluation never augments): "
@@ -169,7 +177,9 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         "--threads",
         type=int,
         default=d.threads,
-        help="torch threads per process; 0 = cores divided by processes (default %(default)s)",
+        help="torch threads per process; 0 = the cores shared among the parties that compute at the same time: "
+        "SFLv1/FedAvg clients each get cores/clients (the server steps its copies side by side while they wait), "
+        "in SFLv2 and SL the party holding the turn gets all of them (default %(default)s)",
     )
     r.add_argument(
         "--tensorboard",

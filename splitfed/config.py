@@ -12,6 +12,7 @@ from splitfed.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
 WIRE_DTYPES = ("float32", "float16", "bfloat16")
+PRECISION_NAMES = ("32", "bf16-mixed", "16-mixed")  # --precision, Lightning's names
 DEVICES = ("cpu", "cuda")
 #: ``--privacy PRESET``: the settings it gives to those of its fields left at their defaults (``model``
 #: and ``cut`` included: cut 3 keeps all of the built-in cnn's conv blocks on the client). Measured in
@@ -51,6 +52,7 @@ class RunConfig:
     dp_noise: float = 0.0  # Gaussian noise std, in units of dp_clip; 0 = no noise
     nopeek: float = 0.0  # weight of NoPeek's distance-correlation penalty; 0 = off
     privacy: str = "none"  # a preset of the four above (PRIVACY_PRESETS)
+    precision: str = "32"  # compute precision of the model steps: 32, bf16-mixed or 16-mixed (autocast)
     augment: str = "auto"  # training batches, on the clients: auto, none, standard, standard-noflip or an import path
     # data (each client process applies these to load only its own rows)
     data: str = "digits"
@@ -104,6 +106,8 @@ class RunConfig:
         self._check_privacy()
         if self.wire_dtype not in WIRE_DTYPES:
             raise ConfigError(f"--wire-dtype {self.wire_dtype!r} is not one of {WIRE_DTYPES}")
+        if self.precision not in PRECISION_NAMES:
+            raise ConfigError(f"--precision {self.precision!r} is not one of {', '.join(PRECISION_NAMES)}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"--device {self.device!r} is not one of cpu, cuda, cuda:N")
         if not self.timeout > 0:
@@ -196,6 +200,7 @@ TRAINING_FIELDS = (
     "dp_noise",
     "nopeek",
     "privacy",
+    "precision",
     "augment",
     "timeout",
     "max_message_mb",

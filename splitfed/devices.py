@@ -1,15 +1,19 @@
-"""Device and thread setup shared by the server, the clients and the CLI's checks.
+"""Device, thread and precision setup shared by the server, the clients and the CLI's checks.
 
 A neutral module, so that the CLI checks a ``--device`` without importing the runtime.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
 from splitfed.errors import ConfigError
+
+#: ``--precision`` values (Lightning's names) and the dtype autocast computes in; 32 = no autocast
+PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -18,7 +22,41 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int, processes: int) -> None:
-    """``threads`` torch threads, or (0) this machine's cores shared among ``processes``."""
-    n = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+def cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int, busy: int) -> int:
+    """``threads`` torch threads, or (0) this machine's cores shared among the ``busy`` parties computing at once.
+
+    Returns the number set. Parties that wait for each other (SFLv1's clients wait while the
+    server steps) need not split the cores among all processes, only among those busy together.
+    """
+    n = threads or max(1, cores() // max(1, busy))
     torch.set_num_threads(n)
+    return n
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a model's forward (and loss) runs in for ``--precision``: autocast, or nothing at 32.
+
+    Weights, optimizer state, gradients and what goes on the wire stay float32; only the
+    compute inside the context runs in bfloat16 or float16.
+    """
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -214,6 +214,17 @@ class ProtocolSpec:
     #: Given the config and the dataset's index (None where the caller holds no data, as a
     #: remote server). Without it the runtime checks the split model's cut and the partition.
     validate: Callable[[RunConfig, Any], None] | None = None
+    #: False where the parties take turns (one computes while the others wait: SFLv2, SL); True
+    #: where the clients compute at the same time. Sets how many cores each process's torch gets.
+    parallel_clients: bool = True
+
+    def busy_parties(self, clients: int) -> int:
+        """How many parties compute at once: the cores are shared among these, not among all processes.
+
+        The server of a split protocol waits while its clients compute and they wait while it
+        steps (SFLv1's server steps its copies side by side, one per client), so it is never
+        one more on top of them."""
+        return clients if self.distributed and self.parallel_clients else 1
 
     def __post_init__(self) -> None:
         from splitfed.wire import RUNTIME_KINDS, check_kind

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+import splitfed  # noqa: F401  # isort: skip - before torch: it sets OMP_WAIT_POLICY, read as torch loads
+import torch  # isort: skip
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -60,10 +60,10 @@ def run_client(
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
         link.timeout, link.max_bytes = config.timeout, config.max_bytes
         transport.connect_timeout = config.timeout  # joined: a server gone for --timeout is lost
-        set_threads(threads, config.clients + 1)
         assignment = Assignment(config, int(welcome.meta["index"]), int(welcome.meta["clients"]))
         log.info("%s is client %d of %d in a %s run", name, assignment.index, assignment.clients, config.protocol)
         spec = registry.get(config.protocol)
+        set_threads(threads, spec.busy_parties(config.clients))
         link.kinds = RUNTIME_KINDS | spec.messages
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
         mark("data loaded")

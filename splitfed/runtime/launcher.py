@@ -98,7 +98,7 @@ def launch(
     (out / "logs").mkdir(exist_ok=True)
     RunWriter(out).write_config(config.to_dict())
     address = make_address(transport)
-    threads = config.threads or max(1, (os.cpu_count() or 1) // (config.clients + 1))
+    threads = config.threads  # 0: each process shares the cores among the parties busy at once (devices.set_threads)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server_curve: list[str] = []
     client_curve: list[str] = []

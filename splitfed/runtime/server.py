@@ -68,7 +68,7 @@ def _version() -> str:
 
 
 #: settings a resumed run may change; every other training setting must be the checkpoint's own
-RESUME_MAY_CHANGE = ("epochs", "timeout", "max_message_mb")
+RESUME_MAY_CHANGE = ("epochs", "timeout", "max_message_mb", "precision")
 
 #: files of a finished or running run; a fresh run refuses a folder that holds any of them
 RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoint.pt")
@@ -99,9 +99,9 @@ def serve(
     The transport is chosen by the scheme of ``address`` (tcp://, ipc://, inproc://,
     memory://); ``transport`` replaces it (tests wrap it to drop or delay messages).
     """
-    set_threads(config.threads, config.clients + 1)
     device = resolve_device(config.device)
     spec = registry.get(config.protocol)
+    set_threads(config.threads, spec.busy_parties(config.clients))
     config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None

@@ -63,7 +63,10 @@ def run_in_threads(
             bound = server_transport(address, max_bytes=config.max_bytes, send_timeout=config.timeout)
             if wrap_server is not None:
                 bound = wrap_server(bound)
-            result["summary"] = serve(config, address, out, progress=progress, resume=resume, transport=bound)
+            # every party shares this process: one torch thread, as the clients (SFLv1 still steps its copies
+            # side by side, one worker per core)
+            one = config.replace(threads=config.threads or 1)
+            result["summary"] = serve(one, address, out, progress=progress, resume=resume, transport=bound)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
 
