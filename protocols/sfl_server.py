@@ -54,6 +54,14 @@ class SFLServerBase(ServerRole):
         """A resumed run's clients start from the checkpointed client half."""
         return Message("ack", tensors=self.client_state) if self.resume is not None else None
 
+    partial = True
+
+    def current(self, peer: str) -> Message:
+        return Message("ack", tensors=self.client_state)
+
+    def join(self, peer: str, ready: dict) -> None:
+        self.n_train[peer] = int(ready["n_train"])
+
     def half_keys(self) -> list[str]:
         raise NotImplementedError
 
@@ -95,17 +103,21 @@ class SFLServerBase(ServerRole):
 
         def test_batch(peer: str, msg: Message) -> None:
             labels = msg.tensors["labels"].to(self.device)
-            logits, loss_sum = server_eval(
-                self.halves[self.half_for(peer)], from_wire(msg.tensors["acts"], self.device), labels
-            )
+            logits, loss_sum = server_eval(self.eval_half(peer), from_wire(msg.tensors["acts"], self.device), labels)
             correct = tally.add(logits, labels, loss_sum)
             clients.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
 
         clients.gather("eval_done", on={"eval": test_batch})
         return RoundResult(tally)
 
+    def eval_half(self, peer: str) -> nn.Module:
+        """The server half that tests ``peer``'s rows: its own, or (a client that sat the round out) any copy,
+        since the copies are equal after averaging."""
+        half = self.halves.get(self.half_for(peer))
+        return half if half is not None else next(iter(self.halves.values()))
+
     def checkpoint(self) -> dict[str, Any]:
-        keys = self.half_keys()
+        keys = list(self.halves)  # with --clients-per-round, SFLv1 holds copies for the round's clients only
         return {
             "client_half": self.client_state,
             "server_half": state_copy(self.halves[keys[0]]),  # the copies are equal after averaging

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from splitfed.aggregation import fedavg
 from splitfed.metrics import Tally
+from splitfed.optim import make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
 
@@ -27,16 +28,43 @@ class SFLv1Server(SFLServerBase):
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        weights = clients.gather("weights", on={"forward": self.forward_handler(clients, tally)})
-        self.average_server_copies()
+        self.keep_copies_for(clients.names)
+        weights = clients.gather(
+            "weights", on={"forward": self.forward_handler(clients, tally)}, lost=self.discard_copy
+        )
+        self.average_server_copies(list(weights))
         self.average_clients(clients, weights)
         return RoundResult(tally)
 
-    def average_server_copies(self) -> None:
-        order = list(self.clients)
+    def average_server_copies(self, order: list[str]) -> None:
+        """FedAvg of the copies of the clients that finished the round; every copy starts the next from it."""
         avg = fedavg([self.halves[p].state_dict() for p in order], [float(self.n_train[p]) for p in order])
-        for p in order:
-            self.halves[p].load_state_dict(avg)
+        for half in self.halves.values():
+            half.load_state_dict(avg)
+
+    # --- the copies' lifetime with partial participation (--clients-per-round, --min-clients) ---
+    # With every client in every round (the default) the copies made in setup live for the whole run.
+    # Otherwise the server holds copies for the round's participants only: its memory grows with the
+    # clients per round, not with the members. A copy (and its optimizer state) lives while its client
+    # keeps being sampled; a client sampled again after sitting out gets a fresh copy of the average.
+
+    def keep_copies_for(self, names: list[str]) -> None:
+        """Free the copies of clients that sit this round out; make copies for those that lack one."""
+        start, cfg = next(iter(self.halves.values())), self.config  # the copies are equal after averaging
+        for peer in names:
+            if peer not in self.halves:
+                self.halves[peer] = self._copy(start)
+                self.opts[peer] = make_optimizer(
+                    self.halves[peer].parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
+                )
+        for key in [k for k in self.halves if k not in names]:
+            self.discard_copy(key)
+
+    def discard_copy(self, peer: str) -> None:
+        """A lost client's copy goes, with what it learnt this round (it is left out of the average)."""
+        if len(self.halves) > 1:  # the last copy is kept: it carries the average to the next round
+            self.halves.pop(peer, None)
+            self.opts.pop(peer, None)
 
 
 SPEC = ProtocolSpec(
