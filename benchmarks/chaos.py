@@ -54,7 +54,14 @@ def main() -> None:
     p.add_argument("--per-round", type=int, default=6)
     p.add_argument("--min-clients", type=int, default=4)
     p.add_argument("--share", type=float, default=0.4, help="chance of a fault in each round from 2 on (default 0.4)")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=float, default=15.0, help="--timeout of the runs (default 15 s)")
+    p.add_argument(
+        "--only",
+        choices=("clean", "faults"),
+        default=None,
+        help="only the fault-free or only the faulty runs: start both at once, in two commands, to compare them "
+        "side by side under the same load (no table then: each prints its JSON lines)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deadline", type=float, default=3600.0, help="seconds before a run counts as hung")
     p.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temporary folder)")
@@ -62,10 +69,12 @@ def main() -> None:
     root = args.out or Path(tempfile.mkdtemp(prefix="splitfed-chaos-"))
     results = {}
     for protocol in args.protocols:
-        for faulty in (False, True):
+        for faulty in [f for f in (False, True) if args.only in (None, "faults" if f else "clean")]:
             res = one_run(protocol, args, root / f"{protocol}-{'faults' if faulty else 'clean'}", faulty)
             results[(protocol, faulty)] = res
             print(json.dumps({"protocol": protocol, "faults": faulty, **res}), flush=True)
+    if args.only:
+        return
     print(
         f"\n{args.clients} clients, {args.rounds} rounds, --clients-per-round {args.per_round} "
         f"--min-clients {args.min_clients}, faults in ~{args.share:.0%} of rounds; runs in {root}\n"
