@@ -63,7 +63,7 @@ class Membership:
         self.idle: set[str] = set()  # sat out and asked for the weights before training ended
         self.role: Any = None  # set once this round's training is over
         self.participants: list[str] = []
-        self.lost: list[str] = []  # this round's
+        self.lost: list[str] = []  # since the last metrics row
         self.joined: list[str] = []  # at this round's start
         self.partial = config.per_round < config.clients or config.min_clients > 0
         link.accepting = self.partial  # rejoins and late joins need an open door
@@ -79,7 +79,7 @@ class Membership:
         return self.participants
 
     def begin(self, rnd: int) -> None:
-        self.lost, self.idle, self.role = [], set(), None
+        self.idle, self.role = set(), None
         self.clients.scope = [p for p in self.participants if p in self.link.clients]
         if len(self.participants) < len(self.link.clients):
             log.info("round %d: %s train", rnd, ", ".join(self.participants))
@@ -95,8 +95,8 @@ class Membership:
     def record(self) -> dict[str, Any]:
         """What metrics.jsonl says about this round's membership."""
         row: dict[str, Any] = {"participants": list(self.participants)}
-        if self.lost:
-            row["lost"] = list(self.lost)
+        if self.lost:  # since the last row: a member lost while the round-end answers went out shows in the next
+            row["lost"], self.lost = list(self.lost), []
         if self.joined:
             row["joined"] = list(self.joined)
         return row
