@@ -68,6 +68,11 @@ class Lockstep:
         self.active.discard(peer)
         self._serve_if_ready()
 
+    def drop(self, peer: str) -> None:
+        """``peer`` was lost: its held request (if any) goes unanswered, and the others stop waiting for it."""
+        self.pending.pop(peer, None)
+        self.leave(peer)
+
     def _serve_if_ready(self) -> None:
         if not self.pending or not self.active <= set(self.pending):
             return

@@ -41,6 +41,10 @@ class FedAvgClient(ClientRole):
         if ack.tensors:  # a resumed run
             self.model.load_state_dict(ack.tensors)
 
+    def sync(self, ack: Message) -> None:
+        if ack.tensors:  # before round 1 ends there is no average yet: the seeded start is everyone's
+            self.model.load_state_dict(ack.tensors)
+
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.opt.state_dict()}
 
@@ -75,8 +79,16 @@ class FedAvgServer(ServerRole):
         self.state: dict[str, torch.Tensor] = dict(self.resume["model"]) if self.resume else {}
         return self.joined.facts
 
+    partial = True
+
     def start(self, peer: str) -> Message | None:
         return Message("ack", tensors=self.state) if self.state else None
+
+    def current(self, peer: str) -> Message:
+        return Message("ack", tensors=self.state)
+
+    def join(self, peer: str, ready: dict[str, Any]) -> None:
+        return None  # the weights of the average come with each client's own message
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         weights = clients.gather("weights")

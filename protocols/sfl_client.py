@@ -62,6 +62,9 @@ class SFLClient(ClientRole):
         if ack.tensors:  # a resumed run: start from the checkpointed client half
             self.half.load_state_dict(ack.tensors)
 
+    def sync(self, ack: Message) -> None:
+        self.half.load_state_dict(ack.tensors)
+
     def state_dict(self) -> dict:
         return {"optimizer": self.opt.state_dict()}
 

@@ -60,6 +60,14 @@ class SFLServerBase(ServerRole):
     #: where the server halves' steps run side by side (SFLv1's copies); None: one at a time
     pool: ThreadPoolExecutor | None = None
 
+    partial = True
+
+    def current(self, peer: str) -> Message:
+        return Message("ack", tensors=self.client_state)
+
+    def join(self, peer: str, ready: dict) -> None:
+        self.n_train[peer] = int(ready["n_train"])
+
     def half_keys(self) -> list[str]:
         raise NotImplementedError
 
@@ -115,7 +123,7 @@ class SFLServerBase(ServerRole):
         def test_batch(peer: str, msg: Message) -> tuple[torch.Tensor, float]:
             acts = from_wire(msg.tensors["acts"], self.device)
             labels = msg.tensors["labels"].to(self.device)
-            return server_eval(self.halves[self.half_for(peer)], acts, labels, self.config.precision)
+            return server_eval(self.eval_half(peer), acts, labels, self.config.precision)
 
         def answer(peer: str, msg: Message, result: tuple[torch.Tensor, float]) -> None:
             logits, loss_sum = result
@@ -126,11 +134,17 @@ class SFLServerBase(ServerRole):
             clients.gather("eval_done", on={"eval": lambda p, m: answer(p, m, test_batch(p, m))})
         else:  # SFLv1: the copies' test batches side by side
             together = Lockstep(clients, test_batch, answer, self.pool)
-            clients.gather("eval_done", on={"eval": together.add}, each=together.leave)
+            clients.gather("eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop)
         return RoundResult(tally)
 
+    def eval_half(self, peer: str) -> nn.Module:
+        """The server half that tests ``peer``'s rows: its own, or (a client that sat the round out) any copy,
+        since the copies are equal after averaging."""
+        half = self.halves.get(self.half_for(peer))
+        return half if half is not None else next(iter(self.halves.values()))
+
     def checkpoint(self) -> dict[str, Any]:
-        keys = self.half_keys()
+        keys = list(self.halves)  # with --clients-per-round, SFLv1 holds copies for the round's clients only
         return {
             "client_half": self.client_state,
             "server_half": state_copy(self.halves[keys[0]]),  # the copies are equal after averaging

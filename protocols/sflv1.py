@@ -17,6 +17,7 @@ import torch
 from splitfed.aggregation import fedavg
 from splitfed.devices import cores
 from splitfed.metrics import Tally
+from splitfed.optim import clip_before_step, lr_at, make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
 
@@ -47,21 +48,55 @@ class SFLv1Server(SFLServerBase):
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
+        self.keep_copies_for(clients.names, round)
         if self.pool is None:
-            weights = clients.gather("weights", on={"forward": self.forward_handler(clients, tally)})
+            weights = clients.gather(
+                "weights", on={"forward": self.forward_handler(clients, tally)}, lost=self.discard_copy
+            )
         else:  # every client still training sends a batch, and the server steps their copies at once
             finish = partial(self.finish_forward, clients, tally)
             together = Lockstep(clients, self.step_forward, finish, self.pool)
-            weights = clients.gather("weights", on={"forward": together.add}, each=together.leave)
-        self.average_server_copies()
+
+            def lost(peer: str) -> None:  # its copy goes, and the others no longer wait for its batches
+                self.discard_copy(peer)
+                together.drop(peer)
+
+            weights = clients.gather("weights", on={"forward": together.add}, each=together.leave, lost=lost)
+        self.average_server_copies(list(weights))
         self.average_clients(clients, weights)
         return RoundResult(tally)
 
-    def average_server_copies(self) -> None:
-        order = list(self.clients)
+    def average_server_copies(self, order: list[str]) -> None:
+        """FedAvg of the copies of the clients that finished the round; every copy starts the next from it."""
         avg = fedavg([self.halves[p].state_dict() for p in order], [float(self.n_train[p]) for p in order])
-        for p in order:
-            self.halves[p].load_state_dict(avg)
+        for half in self.halves.values():
+            half.load_state_dict(avg)
+
+    # --- the copies' lifetime with partial participation (--clients-per-round, --min-clients) ---
+    # With every client in every round (the default) the copies made in setup live for the whole run.
+    # Otherwise the server holds copies for the round's participants only: its memory grows with the
+    # clients per round, not with the members. A copy (and its optimizer state) lives while its client
+    # keeps being sampled; a client sampled again after sitting out gets a fresh copy of the average.
+
+    def keep_copies_for(self, names: list[str], round: int) -> None:
+        """Free the copies of clients that sit this round out; make copies for those that lack one
+        (with an optimizer that follows the run's recipe: this round's learning rate, --clip-grad)."""
+        start, cfg = next(iter(self.halves.values())), self.config  # the copies are equal after averaging
+        for peer in names:
+            if peer not in self.halves:
+                self.halves[peer] = self._copy(start)
+                self.opts[peer] = opt = make_optimizer(
+                    self.halves[peer].parameters(), cfg.optimizer, lr_at(cfg, round), cfg.momentum, cfg.weight_decay
+                )
+                clip_before_step(opt, cfg.clip_grad)
+        for key in [k for k in self.halves if k not in names]:
+            self.discard_copy(key)
+
+    def discard_copy(self, peer: str) -> None:
+        """A lost client's copy goes, with what it learnt this round (it is left out of the average)."""
+        if len(self.halves) > 1:  # the last copy is kept: it carries the average to the next round
+            self.halves.pop(peer, None)
+            self.opts.pop(peer, None)
 
 
 SPEC = ProtocolSpec(

@@ -33,19 +33,18 @@ class SFLv2Server(SFLServerBase):
     def half_for(self, peer: str) -> str:
         return "shared"
 
-    def turn_order(self, round: int) -> list[str]:
+    def turn_order(self, round: int, names: list[str]) -> list[str]:
         rng = np.random.default_rng([self.config.seed, round])
-        return [self.clients[i] for i in rng.permutation(len(self.clients))]
+        return [names[i] for i in rng.permutation(len(names))]
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         interleaved = self.config.option("order") == "interleaved"
         tally = Tally(len(self.classes))
-        active, turn = self.turn_order(round), 0
+        active, turn = self.turn_order(round, clients.names), 0
         waiting: dict[str, Message] = {}  # forwards held back until their sender's turn
 
-        def forward(peer: str, msg: Message) -> None:
+        def serve_turns() -> None:
             nonlocal turn
-            waiting[peer] = msg
             while active and active[turn] in waiting:
                 current = active[turn]
                 batch = waiting.pop(current)
@@ -56,7 +55,22 @@ class SFLv2Server(SFLServerBase):
                     turn += 1
                 turn = turn % len(active) if active else 0
 
-        self.average_clients(clients, clients.gather("weights", on={"forward": forward}))
+        def forward(peer: str, msg: Message) -> None:
+            waiting[peer] = msg
+            serve_turns()
+
+        def skip(peer: str) -> None:
+            """A lost client's turn is skipped; the next one's batches are served."""
+            nonlocal turn
+            waiting.pop(peer, None)
+            if peer in active:
+                if active.index(peer) < turn:
+                    turn -= 1
+                active.remove(peer)
+                turn = turn % len(active) if active else 0
+                serve_turns()
+
+        self.average_clients(clients, clients.gather("weights", on={"forward": forward}, lost=skip))
         return RoundResult(tally)
 
 

@@ -35,7 +35,7 @@ class SLServer(SFLServerBase):
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        queue = list(self.clients)  # fixed order; the first client of the round starts from the last one's weights
+        queue = clients.names  # fixed order; the first client of the round starts from the last one's weights
         waiting: set[str] = set()
         current: str | None = None
 
@@ -64,7 +64,17 @@ class SLServer(SFLServerBase):
             self.client_state, current = dict(msg.tensors), None
             hand_on()
 
-        clients.gather("weights", on={"turn": turn, "forward": forward}, each=finished)
+        def skip(peer: str) -> None:
+            """A lost client's turn is skipped; what it trained of the client half is never handed on."""
+            nonlocal current
+            if peer in queue:
+                queue.remove(peer)
+            waiting.discard(peer)
+            if current == peer:
+                current = None
+                hand_on()
+
+        clients.gather("weights", on={"turn": turn, "forward": forward}, each=finished, lost=skip)
         clients.reply_all(Message("weights", tensors=self.client_state))
         return RoundResult(tally)
 

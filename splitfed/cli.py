@@ -58,6 +58,9 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
         device=args.device,
         timeout=args.timeout,
         join_timeout=args.join_timeout,
+        clients_per_round=args.clients_per_round,
+        min_clients=args.min_clients,
+        rejoin_timeout=args.rejoin_timeout,
         max_message_mb=args.max_message_mb,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
@@ -189,8 +192,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for p in protocols:
         registry.get(p)  # unknown names fail here, before any run starts
     common = [
-        "--clients",
-        str(args.clients),
         "--epochs",
         str(args.epochs),
         "--model",
@@ -207,7 +208,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         str(args.test_fraction),
     ]
     out = args.out or Path("bench") / time.strftime("%Y%m%d-%H%M%S")
-    rows = bench(protocols, common, args.seeds, out, timeout=args.timeout_per_run)
+    if len(args.clients) > 1:
+        from splitfed.sweep import sweep_clients
+
+        rows = sweep_clients(protocols, args.clients, common, args.seeds, out, timeout=args.timeout_per_run)
+    else:
+        rows = bench(protocols, ["--clients", str(args.clients[0]), *common], args.seeds, out, args.timeout_per_run)
     sys.stderr.write((out / "results.md").read_text())
     print(out / "results.md")
     return 0 if any(r["test_accuracy"] is not None for r in rows) else 1

@@ -162,6 +162,29 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="seconds the server waits for every client to join and load its data (default %(default)s)",
     )
     r.add_argument(
+        "--clients-per-round",
+        type=float,
+        default=d.clients_per_round,
+        help="clients that train each round, sampled from the connected ones (seeded by --seed, recorded in "
+        "metrics.jsonl): a whole number K, or a fraction of --clients (0.5); 0 = every client (default %(default)s). "
+        "sflv1, sflv2, sl and fedavg",
+    )
+    r.add_argument(
+        "--min-clients",
+        type=int,
+        default=d.min_clients,
+        help="with M >= 1, a lost client is dropped from its round (its work in that round discarded) and the run "
+        "goes on while at least M take part; 0 = a lost client ends the run (default %(default)s). "
+        "sflv1, sflv2, sl and fedavg",
+    )
+    r.add_argument(
+        "--rejoin-timeout",
+        type=float,
+        default=d.rejoin_timeout,
+        help="with --min-clients: seconds the server waits at a round's start for members to (re)join when fewer "
+        "than --min-clients are connected, before it fails keeping the checkpoint (default %(default)s)",
+    )
+    r.add_argument(
         "--max-message-mb",
         type=int,
         default=d.max_message_mb,
@@ -440,7 +463,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="protocols to compare, as --protocols sflv1 fedavg (like --seeds; commas work too) "
         f"(default: all: {' '.join(names)})",
     )
-    b.add_argument("--clients", type=int, default=2, help="clients per run; centralized always uses one (default 2)")
+    b.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="clients per run; several (2 5 10) sweep every protocol over them, with results.md and clients.png "
+        "against the number of clients; centralized always uses one (default 2)",
+    )
     b.add_argument("--epochs", type=int, default=10, help="rounds per run (default %(default)s)")
     b.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="seeds; figures are mean ± std over several (default 0)"

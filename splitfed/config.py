@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,10 @@ class RunConfig:
     join_timeout: float = 600.0  # how long the server waits for clients to join and load their data
     max_message_mb: int = 512
     checkpoint_every: int = 1
+    # membership: how many clients train each round, how many the run needs, how long it waits for them
+    clients_per_round: float = 0  # 0 = every client; a whole number K >= 1; or a fraction in (0, 1) of --clients
+    min_clients: int = 0  # 0 = a lost client ends the run; M >= 1: rounds go on while M remain
+    rejoin_timeout: float = 300.0  # with --min-clients: seconds to wait for members when fewer than M are left
     threads: int = 0  # torch threads per process; 0 = cores / processes
     tensorboard: bool = False  # the server also writes each round's scalars as a TensorBoard event file
     # protocol-specific options (e.g. sflv2's order), validated by the protocol
@@ -118,6 +123,30 @@ class RunConfig:
             raise ConfigError(f"--cut must be >= 1, got {self.cut}")
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
+        self._check_membership()
+
+    def _check_membership(self) -> None:
+        k = self.clients_per_round
+        if not (k == 0 or 0 < k < 1 or (float(k).is_integer() and 1 <= k <= self.clients)):
+            raise ConfigError(
+                f"--clients-per-round must be 0 (every client), a whole number from 1 to --clients ({self.clients}) "
+                f"or a fraction between 0 and 1, got {k!r}"
+            )
+        if not isinstance(self.min_clients, int) or not 0 <= self.min_clients <= self.per_round:
+            raise ConfigError(
+                f"--min-clients must be a whole number from 0 (off) to the clients per round ({self.per_round}), "
+                f"got {self.min_clients!r}"
+            )
+        if not self.rejoin_timeout > 0:
+            raise ConfigError(f"--rejoin-timeout must be positive, got {self.rejoin_timeout}")
+
+    @property
+    def per_round(self) -> int:
+        """How many clients train each round (--clients-per-round resolved; a fraction rounds up)."""
+        k = self.clients_per_round
+        if k == 0:
+            return self.clients
+        return int(k) if k >= 1 else max(1, math.ceil(k * self.clients))
 
     def _check_privacy(self) -> None:
         """Apply ``--privacy`` to the settings left at their defaults, then check them."""

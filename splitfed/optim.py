@@ -61,15 +61,20 @@ def optimizers_of(role: Any) -> list[torch.optim.Optimizer]:
 
 def follow_recipe(role: Any, config: Any) -> None:
     """Once, after the role's setup: clip each optimizer's gradients (``--clip-grad``) before it steps."""
-    if not config.clip_grad:
-        return
     for opt in optimizers_of(role):
-        params = [p for group in opt.param_groups for p in group["params"]]
+        clip_before_step(opt, config.clip_grad)
 
-        def clip(_opt: Any, _args: Any, _kwargs: Any, params: list = params) -> None:
-            torch.nn.utils.clip_grad_norm_(params, config.clip_grad)
 
-        opt.register_step_pre_hook(clip)
+def clip_before_step(opt: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Clip the gradient norm of ``opt``'s parameters to ``max_norm`` before each of its steps (None/0: never)."""
+    if not max_norm:
+        return
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def clip(_opt: Any, _args: Any, _kwargs: Any) -> None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    opt.register_step_pre_hook(clip)
 
 
 def start_round(role: Any, config: Any, round: int) -> float:

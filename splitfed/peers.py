@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from splitfed.errors import ProtocolError
+from splitfed.errors import PeerLostError, ProtocolError
 from splitfed.transport.link import ClientLink, ServerLink
 from splitfed.wire import Message
 
 #: handles a message received while gathering another kind: (peer, message) -> None
 Handler = Callable[[str, Message], None]
+#: told that a member was lost mid-round: (peer, error) -> None; raises to end the run
+LossPolicy = Callable[[str, PeerLostError], None]
 
 
 class Clients:
@@ -23,13 +25,21 @@ class Clients:
 
     def __init__(self, link: ServerLink) -> None:
         self._link = link
+        #: the runtime's kinds served whatever a role gathers (a rejoiner's hello, a sitting-out client's idle)
+        self.background: dict[str, Handler] = {}
+        #: the round's participants (None: every member); a role's gather defaults to them
+        self.scope: list[str] | None = None
+        #: set by the runtime with --min-clients: drops a lost member (or raises); None: a loss ends the run
+        self.on_lost: LossPolicy | None = None
 
     @property
     def names(self) -> list[str]:
-        return list(self._link.clients)
+        """The members this phase of the round is about, in client order (lost ones left out)."""
+        members = self._link.clients
+        return [p for p in self.scope if p in members] if self.scope is not None else list(members)
 
     def __len__(self) -> int:
-        return len(self._link.clients)
+        return len(self.names)
 
     def __iter__(self):
         return iter(self.names)
@@ -45,6 +55,7 @@ class Clients:
         on: Mapping[str, Handler] | None = None,
         among: Iterable[str] | None = None,
         each: Handler | None = None,
+        lost: Callable[[str], None] | None = None,
     ) -> dict[str, Message]:
         """Receive until every client (of ``among``, default all) has sent ``kind`` once.
 
@@ -52,15 +63,24 @@ class Clients:
         :meth:`reply_all`). Messages of a kind in ``on`` go to its handler meanwhile; ``each``
         sees every gathered message as it arrives. A second ``kind`` from one client, or a kind
         neither gathered nor handled, is a :class:`ProtocolError`. Returns the messages in client order.
+
+        With a loss policy (``--min-clients``), a member lost meanwhile is dropped from the
+        wait (and from the result); ``lost(peer)`` lets the role forget its part of the round.
         """
-        on = dict(on or {})
+        on = {**self.background, **(on or {})}
         waiting = list(among) if among is not None else self.names
         expect = (kind, *on)
         got: dict[str, Message] = {}
         while len(got) < len(waiting):
-            peer, msg = self._link.recv(expect=expect)
-            if msg.kind != kind:
-                on[msg.kind](peer, msg)
+            msg = None
+            try:
+                peer, msg = self._link.recv(expect=expect)
+                if msg.kind != kind:
+                    on[msg.kind](peer, msg)
+            except PeerLostError as exc:
+                self.drop(exc)
+            self._leave_out_lost(waiting, got, lost)  # dropped here, or while a handler answered it
+            if msg is None or msg.kind != kind:
                 continue
             if peer in got:
                 raise ProtocolError(f"{peer} sent {kind!r} twice in one round")
@@ -69,19 +89,37 @@ class Clients:
             got[peer] = msg
             if each is not None:
                 each(peer, msg)
-        return {p: got[p] for p in waiting}
+        return {p: got[p] for p in waiting if p in got}
+
+    def _leave_out_lost(self, waiting: list[str], got: dict[str, Message], lost: Callable[[str], None] | None) -> None:
+        for p in [p for p in waiting if p not in self._link.clients]:
+            waiting.remove(p)
+            got.pop(p, None)
+            if lost is not None:
+                lost(p)
+
+    def drop(self, exc: PeerLostError) -> str:
+        """Apply the loss policy to a lost member (re-raising without one); returns its name."""
+        if self.on_lost is None or exc.peer not in self._link.clients:
+            raise exc
+        self.on_lost(exc.peer, exc)
+        return exc.peer
 
     def recv(self, *expect: str) -> tuple[str, Message]:
         """The next request (of one of the ``expect`` kinds, if given), for exchanges sequential by nature."""
         return self._link.recv(expect=expect or None)
 
     def reply(self, peer: str, msg: Message) -> None:
-        self._link.reply(peer, msg)
+        """Answer ``peer``; with a loss policy, a member gone meanwhile is dropped instead of ending the run."""
+        try:
+            self._link.reply(peer, msg)
+        except PeerLostError as exc:
+            self.drop(PeerLostError(peer, str(exc)) if exc.peer != peer else exc)
 
     def reply_all(self, msg: Message | Callable[[str], Message], *, among: Iterable[str] | None = None) -> None:
         """Answer every client (of ``among``): the same message, or ``msg(peer)`` for each."""
         for peer in list(among) if among is not None else self.names:
-            self._link.reply(peer, msg(peer) if callable(msg) else msg)
+            self.reply(peer, msg(peer) if callable(msg) else msg)
 
 
 class Server:

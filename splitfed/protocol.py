@@ -94,6 +94,19 @@ class ServerRole(ABC):
         """Exchanges that follow the handshake, before round 1 (PyVertical's PSI); more facts."""
         return {}
 
+    #: True where a round can run with some of the clients (--clients-per-round, --min-clients, rejoins):
+    #: ``train_round`` then trains ``clients.names`` only and lets a gather drop a lost one
+    partial: bool = False
+
+    def current(self, peer: str) -> Message:
+        """The ``ack`` that brings ``peer`` up to date: the global weights, for a client that sat a
+        round out or (re)joined at a round's start (``partial`` roles only)."""
+        raise NotImplementedError(f"{type(self).__name__} trains with every client in every round")
+
+    def join(self, peer: str, ready: dict[str, Any]) -> None:
+        """``peer`` (re)joined the run with this ``ready`` description, to train from the next round."""
+        raise NotImplementedError(f"{type(self).__name__} takes no members after the start")
+
     @abstractmethod
     def train_round(self, clients: Clients, round: int) -> RoundResult: ...
 
@@ -132,6 +145,10 @@ class ClientRole(ABC):
 
     @abstractmethod
     def train_round(self, server: Server, round: int) -> None: ...
+
+    def sync(self, ack: Message) -> None:
+        """Load the global weights the server sent after a round this client sat out."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sit a round out")
 
     @abstractmethod
     def evaluate(self, server: Server, round: int) -> dict[str, Any]:

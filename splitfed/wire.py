@@ -33,6 +33,7 @@ RUNTIME_KINDS = frozenset(
         "welcome",  # server -> client: the run's configuration
         "ready",  # client -> server: the client's data description, answered with ack when all are set up
         "eval_done",  # client -> server: this round's evaluation is over (with what the protocol reports)
+        "idle",  # client -> server: I sit this round out; answered with the round's global weights
         "ack",  # either way: received, nothing to return
         "wait",  # keep-alive: server -> waiting client, or client -> server during local work
         "done",  # server -> client: the run is over, exit

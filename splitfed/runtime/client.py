@@ -68,18 +68,22 @@ def run_client(
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
         mark("data loaded")
         ready = Message("ready", meta={**role.describe(), DATA_REPORT: _data_report(data)})
-        role.setup(server, link.request(ready, expect=("ack",)))
+        ack = link.request(ready, expect=("ack",))
+        role.setup(server, ack)
         follow_recipe(role, config)
         mark("acked")
         start = int(welcome.meta.get("start_round", 1))
-        if start > 1:
+        if start > 1 and not welcome.meta.get("rejoin"):  # a rejoin starts from the global weights in ack
             restore_state(role, state_dir, name, start - 1)
-        rnd = start - 1
+        rnd, train = start - 1, ack.meta.get("train", True)
         while True:
             rnd += 1
             link.round = rnd
             start_round(role, config, rnd)
-            role.train_round(server, rnd)
+            if train:
+                role.train_round(server, rnd)
+            else:  # sampled out of this round (--clients-per-round): wait for its weights, to evaluate with
+                role.sync(link.request(Message("idle"), expect=("ack",)))
             if config.val_fraction:  # the validation pass, then the test pass
                 role.eval_split = "val"
                 link.request(Message("eval_done", meta=role.evaluate(server, rnd) or {}), expect=("ack",))
@@ -89,6 +93,7 @@ def run_client(
                 save_state(role, state_dir, name, rnd)
             if answer.kind == "done":
                 return rnd
+            train = answer.meta.get("train", True)
     except Exception as exc:
         link.tell(Message("error", meta={"error": f"{type(exc).__name__}: {exc}"}))
         raise

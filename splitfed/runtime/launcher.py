@@ -92,8 +92,10 @@ def launch(
     continues the run in ``out`` from its checkpoint.
     """
     from splitfed import registry
+    from splitfed.runtime.membership import check_partial
     from splitfed.transport.security import create_keys
 
+    check_partial(config)  # before any process starts
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     RunWriter(out).write_config(config.to_dict())
@@ -158,7 +160,7 @@ def launch(
         parties.append(_start(name, cmd, out, env))
     mark("parties spawned")
     try:
-        _watch(parties, out)
+        _watch(parties, out, spare_clients=config.min_clients > 0)
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
         _stop(parties, first=signal.SIGINT, settle=GRACE)
@@ -195,14 +197,21 @@ def _start(name: str, cmd: list[str], out: Path, env: dict, inherit_stderr: bool
     return Party(name, proc, log_path)
 
 
-def _watch(parties: list[Party], out: Path) -> None:
+def _watch(parties: list[Party], out: Path, spare_clients: bool = False) -> None:
+    """Wait for every party; the first failure stops them all. With ``spare_clients`` (--min-clients)
+    a client that fails is only reported: the server drops it and goes on while enough remain."""
     server = parties[0]
     server_done_at: float | None = None
+    lost: set[str] = set()
     while True:
         for p in parties:
-            if p.proc.poll() not in (None, 0):
+            if p.proc.poll() in (None, 0) or p.name in lost:
+                continue
+            if not spare_clients or p is server:
                 raise _failure(parties, p, out)
-        if all(p.proc.returncode == 0 for p in parties):
+            lost.add(p.name)
+            log.warning("%s; the run goes on without it", p.describe_exit().split(";")[0])
+        if all(p.proc.returncode == 0 or p.name in lost for p in parties):
             return
         if server.proc.returncode == 0:
             server_done_at = server_done_at or time.monotonic()

@@ -20,6 +20,7 @@ from splitfed.models import architecture
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Clients
 from splitfed.protocol import DATA_REPORT
+from splitfed.runtime.membership import Membership, check_partial
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
 from splitfed.runtime.warm import warm_imports
@@ -56,9 +57,11 @@ def accept_clients(link: ServerLink, config: RunConfig, start_round: int = 1) ->
         link.reply(peer, Message("welcome", meta=meta))
 
 
-def _ack(start: Message | None) -> Message:
-    """The runtime's answer to a client's ``ready``, carrying what the role starts it with."""
-    return Message("ack", meta=start.meta, tensors=start.tensors) if start is not None else Message("ack")
+def _ack(start: Message | None, train: bool = True) -> Message:
+    """The runtime's answer to a client's ``ready``, carrying what the role starts it with, and whether
+    the client trains in the first round (--clients-per-round)."""
+    start = start or Message("ack")
+    return Message("ack", meta={**start.meta, "train": train}, tensors=start.tensors)
 
 
 def _version() -> str:
@@ -103,6 +106,7 @@ def serve(
     spec = registry.get(config.protocol)
     set_threads(config.threads, spec.busy_parties(config.clients))
     config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
+    check_partial(config)
     check_out_folder(out, resume)
     checkpoint = load_checkpoint(out, config, spec) if resume else None
     writer = RunWriter(out, tensorboard=config.tensorboard)
@@ -196,7 +200,9 @@ class _ServerRun:
         ready = {peer: {k: v for k, v in meta.items() if k != DATA_REPORT} for peer, meta in ready.items()}
         mark("clients ready")
         facts = role.setup(clients, ready)
-        clients.reply_all(lambda peer: _ack(role.start(peer)))
+        self.members = Membership(config, link, clients, _version())
+        first = self.members.plan(self.first)
+        clients.reply_all(lambda peer: _ack(role.start(peer), train=peer in first))
         facts.update(role.prepare(clients))
         if self.spec.uses_model and "input_shape" in facts:  # what --model auto (or a name) built
             facts["architecture"] = architecture(config.model, tuple(facts["input_shape"]))
@@ -214,12 +220,15 @@ class _ServerRun:
         if rnd == self.first:
             mark("round 1 starts")
         lr = start_round(role, config, rnd)
+        self.members.begin(rnd)
         train = role.train_round(self.clients, rnd)
         trained = time.monotonic() - t0
+        self.members.sync_idle(role)
         val = self._validate(rnd) if config.val_fraction else None
         test = role.evaluate(self.clients, rnd)  # returns once every client sent eval_done, which we answer
         row = {**_metrics_row(rnd, train, test, time.monotonic() - t0, link, self.sent_before), "lr": lr}
         row["train_seconds"] = trained
+        row.update(self.members.record())
         if val is not None:
             row.update(val_loss=val.tally.loss, val_accuracy=val.tally.accuracy)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
@@ -236,8 +245,10 @@ class _ServerRun:
                 writer.write_checkpoint({**state, "val_accuracy": row["val_accuracy"]}, "best.pt")
             if keep:
                 writer.write_checkpoint(state)
-        for peer in link.clients:  # clients keep their own state of the rounds we checkpoint
-            link.reply(peer, Message("done" if stop else "ack", meta={"checkpoint": keep}))
+        self.members.next_round(role, rnd, stop)  # joiners come in; the next round's clients are chosen
+        for peer in list(link.clients):  # clients keep their own state of the rounds we checkpoint
+            answer = Message("done", meta={"checkpoint": keep}) if stop else None
+            self.clients.reply(peer, answer or self.members.answer(peer, {"checkpoint": keep}, role))
         self.bar.update(rnd, progress_figures(row, summary))
         return stop
 

@@ -114,6 +114,13 @@ class ServerLink:
         if patience is not None and patience > 0:
             self._keepalive_for[peer] = max(0.2, min(self.keepalive_every, patience / 4))
 
+    def forget(self, peer: str) -> None:
+        """``peer`` is no longer a member (it was lost): whatever it sends is refused until it joins again."""
+        if peer in self.clients:
+            self.clients.remove(peer)
+        for table in (self._owed, self._last_id, self._answered, self._last_heard, self._last_told):
+            table.pop(peer, None)
+
     def recv(self, *, expect: tuple[str, ...] | None = None) -> tuple[str, Message]:
         """Next valid request from a registered client (or a ``hello`` while joining is open).
 
