@@ -55,6 +55,22 @@ def test_lockstep_waits_for_every_client_still_sending() -> None:
     assert served[3:] == [("a", 40)]
 
 
+def test_a_lost_client_leaves_the_lockstep_unanswered_and_releases_the_others() -> None:
+    served: list[tuple[str, int]] = []
+    together = Lockstep(
+        ["a", "b", "c"],
+        compute=lambda peer, msg: msg.step,
+        finish=lambda peer, msg, result: served.append((peer, result)),
+        pool=None,
+    )
+    together.add("a", Message("forward", step=1))
+    together.add("c", Message("forward", step=3))
+    together.drop("c")  # c was lost with a batch held: nobody answers it, and a no longer waits for it
+    assert served == []  # b still trains
+    together.add("b", Message("forward", step=2))
+    assert served == [("a", 1), ("b", 2)]
+
+
 def _sflv1(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict], set[str]]:
     """A 3-client SFLv1 run with ``workers`` step workers; its checkpoint, metrics and the threads that stepped."""
     monkeypatch.setattr(SFLv1Server, "step_workers", workers)

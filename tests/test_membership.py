@@ -70,14 +70,14 @@ def _sflv1_server(clients: int) -> SFLv1Server:
 
 def test_sflv1_keeps_server_copies_for_the_rounds_clients_only() -> None:
     role = _sflv1_server(6)
-    role.keep_copies_for(["client-1", "client-4"])
+    role.keep_copies_for(["client-1", "client-4"], 1)
     assert sorted(role.halves) == sorted(role.opts) == ["client-1", "client-4"]
     kept = role.halves["client-1"]  # the same copy (and optimizer) lives on while its client is sampled
     with torch.no_grad():
         for p in role.halves["client-4"].parameters():
             p.add_(1.0)
     role.average_server_copies(["client-1", "client-4"])
-    role.keep_copies_for(["client-1", "client-5"])
+    role.keep_copies_for(["client-1", "client-5"], 2)
     assert sorted(role.halves) == ["client-1", "client-5"] and role.halves["client-1"] is kept
     for a, b in zip(
         role.halves["client-1"].state_dict().values(), role.halves["client-5"].state_dict().values(), strict=True
