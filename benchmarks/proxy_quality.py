@@ -73,6 +73,22 @@ def make_proxy(root: Path, *, per_class: int, size: tuple[int, int], seed: int) 
     return folder
 
 
+def proxy_run(args: argparse.Namespace, data: Path, protocol: str, name: str, **settings: object):
+    """One in-process run on the proxy, with the command line's clients, rounds and seed."""
+    import splitfed
+
+    return splitfed.run(
+        protocol,
+        clients=args.clients,
+        epochs=args.epochs,
+        data=str(data),
+        seed=args.seed,
+        in_process=True,
+        out=args.out / "runs" / name,
+        **settings,
+    )
+
+
 def configurations() -> list[tuple[str, dict]]:
     recipe: dict = {"augment": "none", "model": "cnn"}
     steps = [
@@ -124,8 +140,6 @@ def main() -> None:
         compare_variants(args)
         return
 
-    import splitfed
-
     height, width = (int(v) for v in args.size.lower().split("x"))
     data = make_proxy(args.out.parent / "proxy-data", per_class=args.per_class, size=(height, width), seed=1234)
     results: dict[str, dict[str, dict]] = {}
@@ -138,16 +152,7 @@ def main() -> None:
             key = (protocol, json.dumps(use, sort_keys=True))
             if key not in done:  # a configuration that adds nothing this protocol can take is the same run
                 started = time.monotonic()
-                result = splitfed.run(
-                    protocol,
-                    clients=args.clients,
-                    epochs=args.epochs,
-                    data=str(data),
-                    seed=args.seed,
-                    in_process=True,
-                    out=args.out / "runs" / f"{protocol}-{len(done):02d}",
-                    **use,
-                )
+                result = proxy_run(args, data, protocol, f"{protocol}-{len(done):02d}", **use)
                 rows = result.metrics
                 done[key] = {
                     "test": result.test_accuracy,
@@ -254,7 +259,6 @@ def _setting(text: str) -> object:
 
 def compare_variants(args: argparse.Namespace) -> None:
     """Each ``PROTOCOL key=value,...`` of ``--variants`` on the proxy; a table of final/best test accuracy."""
-    import splitfed
 
     height, width = (int(v) for v in args.size.lower().split("x"))
     data = make_proxy(args.out.parent / "proxy-data", per_class=args.per_class, size=(height, width), seed=1234)
@@ -268,16 +272,7 @@ def compare_variants(args: argparse.Namespace) -> None:
     for n, variant in enumerate(args.variants):
         protocol, _, rest = variant.partition(" ")
         settings = {k.replace("-", "_"): _setting(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
-        result = splitfed.run(
-            protocol,
-            clients=args.clients,
-            epochs=args.epochs,
-            data=str(data),
-            seed=args.seed,
-            in_process=True,
-            out=args.out / "runs" / f"{protocol}-{n:02d}",
-            **settings,
-        )
+        result = proxy_run(args, data, protocol, f"{protocol}-{n:02d}", **settings)
         best = max(r["test_accuracy"] for r in result.metrics)
         line = (
             f"| {protocol} | {rest or 'defaults'} | {result.test_accuracy:.3f} ({best:.3f}) | "
