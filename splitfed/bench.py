@@ -58,6 +58,16 @@ class BenchRun:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+def flags_for(protocol: str, common: list[str]) -> list[str]:
+    """``common`` (flag, value pairs) less the flags ``protocol`` does not list (centralized has no --clients,
+    FedSL and PyVertical no --model)."""
+    from splitfed.cli_parser import protocol_flags
+
+    known = protocol_flags(protocol)
+    pairs = zip(common[::2], common[1::2], strict=True)
+    return [item for flag, value in pairs if flag in known for item in (flag, value)]
+
+
 def run_one(protocol: str, seed: int, folder: Path, common: list[str], timeout: float) -> BenchRun:
     run = BenchRun(protocol, seed, folder)
     cmd = [
@@ -66,7 +76,7 @@ def run_one(protocol: str, seed: int, folder: Path, common: list[str], timeout: 
         "splitfed",
         "run",
         protocol,
-        *common,
+        *flags_for(protocol, common),
         "--seed",
         str(seed),
         "--out",

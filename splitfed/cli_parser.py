@@ -94,24 +94,26 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="clip the gradient norm of each optimizer's parameters to this before it steps; 0 = off "
         "(default %(default)s)",
     )
-    g.add_argument(
-        "--model",
-        default=d.model,
-        help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
-        "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; mobilenet: 5-block depthwise-separable net; "
-        "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
-        "to the input's channels (all but resnet18 use GroupNorm); "
-        "or a factory of your own, package.module:factory or path/to/file.py:factory, "
-        "called as factory(shape, n_classes) in every process and returning the model's blocks "
-        "(see the README) (default %(default)s)",
-    )
-    if split:
+    if spec is None or spec.uses_model:  # FedSL and PyVertical build their own networks
+        g.add_argument(
+            "--model",
+            default=d.model,
+            help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
+            "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; mobilenet: 5-block depthwise-separable net; "
+            "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
+            "to the input's channels (all but resnet18 use GroupNorm); "
+            "or a factory of your own, package.module:factory or path/to/file.py:factory, "
+            "called as factory(shape, n_classes) in every process and returning the model's blocks "
+            "(see the README) (default %(default)s)",
+        )
+    if spec is None or spec.smashed:  # only the SplitFed protocols cut the model
         g.add_argument(
             "--cut",
             type=int,
             default=None,
-            help="number of model blocks on the client side (cnn: 1..3, default 1; resnet18: 1..5, default 2 = "
-            "after the first residual stage, as in SplitFed)",
+            help="number of model blocks on the client side: 1 up to the model's blocks less one (cnn 4 blocks, "
+            "cnn-deep, mobilenet and resnet10 5, resnet18 6); default 1 (the first conv block or stem), "
+            "resnet18 2 (after the first residual stage, as in SplitFed), a factory its default_cut",
         )
     g.add_argument(
         "--seed",
@@ -120,7 +122,7 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         help="seeds the model, the data split and every batch order: the same seed gives the same numbers "
         "(default %(default)s)",
     )
-    if split:
+    if spec is None or spec.smashed or (spec.distributed and not spec.uses_model):  # what sends activations
         g.add_argument(
             "--wire-dtype",
             choices=WIRE_DTYPES,
@@ -161,29 +163,30 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
         default=d.join_timeout,
         help="seconds the server waits for every client to join and load its data (default %(default)s)",
     )
-    r.add_argument(
-        "--clients-per-round",
-        type=float,
-        default=d.clients_per_round,
-        help="clients that train each round, sampled from the connected ones (seeded by --seed, recorded in "
-        "metrics.jsonl): a whole number K, or a fraction of --clients (0.5); 0 = every client (default %(default)s). "
-        "sflv1, sflv2, sl and fedavg",
-    )
-    r.add_argument(
-        "--min-clients",
-        type=int,
-        default=d.min_clients,
-        help="with M >= 1, a lost client is dropped from its round (its work in that round discarded) and the run "
-        "goes on while at least M take part; 0 = a lost client ends the run (default %(default)s). "
-        "sflv1, sflv2, sl and fedavg",
-    )
-    r.add_argument(
-        "--rejoin-timeout",
-        type=float,
-        default=d.rejoin_timeout,
-        help="with --min-clients: seconds the server waits at a round's start for members to (re)join when fewer "
-        "than --min-clients are connected, before it fails keeping the checkpoint (default %(default)s)",
-    )
+    if split:  # who takes part in a round: only where there are clients
+        r.add_argument(
+            "--clients-per-round",
+            type=float,
+            default=d.clients_per_round,
+            help="clients that train each round, sampled from the connected ones (seeded by --seed, recorded in "
+            "metrics.jsonl): a whole number K, or a fraction of --clients (0.5); 0 = every client "
+            "(default %(default)s). sflv1, sflv2, sl and fedavg",
+        )
+        r.add_argument(
+            "--min-clients",
+            type=int,
+            default=d.min_clients,
+            help="with M >= 1, a lost client is dropped from its round (its work in that round discarded) and the run "
+            "goes on while at least M take part; 0 = a lost client ends the run (default %(default)s). "
+            "sflv1, sflv2, sl and fedavg",
+        )
+        r.add_argument(
+            "--rejoin-timeout",
+            type=float,
+            default=d.rejoin_timeout,
+            help="with --min-clients: seconds the server waits at a round's start for members to (re)join when fewer "
+            "than --min-clients are connected, before it fails keeping the checkpoint (default %(default)s)",
+        )
     r.add_argument(
         "--max-message-mb",
         type=int,
@@ -353,6 +356,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, spec in specs.items():
         p = run_sub.add_parser(
             name,
+            allow_abbrev=False,  # --clients must never be taken for --clients-per-round
             help=spec.summary,
             description=f"{name}: {spec.summary}.\n\n"
             "Writes config.json, metrics.jsonl, summary.json, curves.png and confusion.png into the "
@@ -392,7 +396,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         dest="protocol", metavar="PROTOCOL", help="the protocol to serve (or none, with --config RUN/config.json)"
     )
     for name, spec in specs.items():
-        p = srv_sub.add_parser(name, help=spec.summary)
+        p = srv_sub.add_parser(name, help=spec.summary, allow_abbrev=False)
         _training_flags(p, spec)
         _data_flags(p, client=False)  # used where the server holds data (PyVertical's labels)
         _server_flags(p)
@@ -664,3 +668,11 @@ def _attack_parser(sub: argparse._SubParsersAction) -> None:
     at.add_argument("--epochs", type=int, default=20, help="the decoder's training epochs (default %(default)s)")
     at.add_argument("--seed", type=int, default=0, help="seeds the decoder and its batches (default %(default)s)")
     at.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/attack/)")
+
+
+def protocol_flags(protocol: str) -> set[str]:
+    """The flags ``splitfed run PROTOCOL`` lists (a protocol leaves out those it has no use for)."""
+    parser = build_parser(["run", protocol])
+    for name in ("run", protocol):
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return {s for a in parser._actions for s in a.option_strings}

@@ -7,7 +7,7 @@ import argparse
 import pytest
 from splitfed.preprocessing.cli import main as eye_crop
 
-from splitfed import registry
+from splitfed import bench, registry
 from splitfed.cli import config_from_args, protocol_names
 from splitfed.cli_parser import build_parser
 
@@ -45,6 +45,19 @@ def test_a_protocol_without_clients_does_not_list_client_flags(command: str) -> 
     args = build_parser(["run", "centralized"]).parse_args(["run", "centralized", "--epochs", "1"])
     config = config_from_args(args, registry.get("centralized"))
     assert config.clients == 1 and config.cut is None and config.wire_dtype == "float32"
+
+
+def test_each_protocol_lists_only_the_flags_it_uses_and_takes_no_abbreviations() -> None:
+    assert {"--cut", "--model", "--wire-dtype", "--clients-per-round"} <= _flags("run", "sflv1")
+    assert not {"--cut", "--wire-dtype", "--dp-clip"} & _flags("run", "fedavg")  # whole models, no smashed data
+    assert "--model" not in _flags("run", "fedsl") and "--cut" not in _flags("run", "pyvertical")
+    assert "--wire-dtype" in _flags("run", "fedsl")  # hidden states cross the wire
+    assert "--clients-per-round" not in _flags("run", "centralized")
+    with pytest.raises(SystemExit):  # not taken for --clients-per-round, as argparse's prefixes would
+        build_parser(["run", "centralized"]).parse_args(["run", "centralized", "--clients", "2"])
+    common = ["--clients", "2", "--model", "cnn", "--epochs", "1"]
+    assert bench.flags_for("centralized", common) == ["--model", "cnn", "--epochs", "1"]
+    assert bench.flags_for("fedsl", common) == ["--clients", "2", "--epochs", "1"]
 
 
 def test_run_help_lists_each_protocol_once(capsys: pytest.CaptureFixture) -> None:
