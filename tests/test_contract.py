@@ -130,7 +130,8 @@ def test_a_protocols_own_option_is_checked_before_any_process_starts(splitfed_cm
 
 def test_option_values_fill_defaults_convert_and_name_the_flag() -> None:
     spec = registry.get("fedsl")
-    assert spec.option_values(segments="3") == {"cell": "gru", "segments": 3, "sequence": "rows", "hidden": 128}
+    expected = {"cell": "gru", "segments": 3, "sequence": "rows", "hidden": 128, "encoder": "conv"}
+    assert spec.option_values(segments="3") == expected
     assert spec.option_values({"cell": "lstm"}, hidden=8)["hidden"] == 8
     with pytest.raises(ConfigError, match="--segments must be at least 2, got 1"):
         spec.option_values(segments=1)
