@@ -44,8 +44,9 @@ class Defence:
         return bool(self.clip or self.noise or self.nopeek)
 
     def release(self, acts: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """What leaves the client: ``acts`` clipped per example and noised (differentiable in ``acts``)."""
-        out = acts
+        """What leaves the client: ``acts`` clipped per example and noised (differentiable in ``acts``), in
+        float32 whenever it clips or noises, so the bound and the noise hold under --precision bf16-mixed too."""
+        out = acts.float() if (self.clip or self.noise) else acts
         if self.clip:
             norms = out.reshape(len(out), -1).norm(dim=1).clamp_min(1e-12)
             factor = (self.clip / norms).clamp(max=1.0)

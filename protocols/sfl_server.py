@@ -49,8 +49,10 @@ class SFLServerBase(ServerRole):
             self.client_state = dict(self.resume["client_half"])
             for half in self.halves.values():
                 half.load_state_dict(self.resume["server_half"])
-            for key, opt_state in zip(self.half_keys(), self.resume.get("server_optimizers", []), strict=False):
-                self.opts[key].load_state_dict(opt_state)
+            keys = self.resume.get("server_optimizer_keys", self.half_keys())  # older checkpoints: client order
+            for key, opt_state in zip(keys, self.resume.get("server_optimizers", []), strict=False):
+                if key in self.opts:  # by name: with --clients-per-round only the last round's copies were saved
+                    self.opts[key].load_state_dict(opt_state)
         return {**joined.facts, "cut": self.cut}
 
     def start(self, peer: str) -> Message | None:
@@ -132,9 +134,16 @@ class SFLServerBase(ServerRole):
 
         if self.pool is None:  # one server half, or one core: serve each test batch as it comes
             clients.gather("eval_done", on={"eval": lambda p, m: answer(p, m, test_batch(p, m))})
-        else:  # SFLv1: the copies' test batches side by side
+        else:  # SFLv1: the copies' test batches side by side; clients that sat out share a copy, so every copy
+            # is put in eval mode once, here, rather than by each concurrent test batch
             together = Lockstep(clients, test_batch, answer, self.pool)
-            clients.gather("eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop)
+            for half in self.halves.values():
+                half.eval()
+            try:
+                clients.gather("eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop)
+            finally:
+                for half in self.halves.values():
+                    half.train()
         return RoundResult(tally)
 
     def eval_half(self, peer: str) -> nn.Module:
@@ -148,7 +157,8 @@ class SFLServerBase(ServerRole):
         return {
             "client_half": self.client_state,
             "server_half": state_copy(self.halves[keys[0]]),  # the copies are equal after averaging
-            "server_optimizers": [self.opts[k].state_dict() for k in keys],  # one per copy, in client order
+            "server_optimizers": [self.opts[k].state_dict() for k in keys],  # one per copy
+            "server_optimizer_keys": keys,  # whose copy each belongs to
         }
 
     def forward_handler(self, clients: Clients, tally: Tally) -> Callable[[str, Message], None]:

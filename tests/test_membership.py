@@ -87,6 +87,18 @@ def test_sflv1_keeps_server_copies_for_the_rounds_clients_only() -> None:
     assert list(role.halves) == ["client-1"]
 
 
+def test_a_resume_gives_each_saved_optimizer_back_to_its_own_clients_copy() -> None:
+    role = _sflv1_server(6)
+    role.keep_copies_for(["client-1", "client-4"], 1)
+    role.opts["client-4"].param_groups[0]["lr"] = 0.123  # something of client-4's own optimizer state
+    resumed = SFLv1Server(role.config, torch.device("cpu"))
+    resumed.resume = role.checkpoint()
+    ready = {"n_train": 10, "n_test": 2, "classes": list("0123456789"), "shape": [1, 8, 8]}
+    resumed.setup(None, {f"client-{i}": dict(ready) for i in range(6)})
+    assert resumed.opts["client-4"].param_groups[0]["lr"] == 0.123  # not client-1's copy's, nor client-0's
+    assert resumed.opts["client-0"].param_groups[0]["lr"] == role.config.lr
+
+
 def test_protocols_that_need_every_party_refuse_partial_rounds(splitfed_cmd, tmp_path: Path) -> None:
     res = subprocess.run(
         [*splitfed_cmd, "run", "pyvertical", "--min-clients", "1", "--epochs", "1", "--out", str(tmp_path / "r")],

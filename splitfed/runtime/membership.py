@@ -89,7 +89,7 @@ class Membership:
         whose ``idle`` comes later (while the others evaluate) is answered as it arrives."""
         self.clients.scope = None
         self.role = role
-        for peer in sorted(self.idle, key=self.link.clients.index):
+        for peer in sorted(self.idle & set(self.link.clients), key=self.link.clients.index):  # lost ones left out
             self.clients.reply(peer, role.current(peer))
 
     def record(self) -> dict[str, Any]:
@@ -143,6 +143,7 @@ class Membership:
 
     def _drop(self, peer: str, exc: PeerLostError) -> None:
         self.link.forget(peer)
+        self.idle.discard(peer)  # a member lost while it sat the round out is owed no weights
         self.lost.append(peer)
         left = len(self.clients.names)
         log.warning("round %d: %s; dropped from the round (%d left)", self.link.round, exc, left)
@@ -169,7 +170,12 @@ class Membership:
             self.index_of[peer] = index
             self.link.register(peer, patience)
             meta = {"config": training, "index": index, "clients": self.config.clients, "start_round": start}
-            self.link.reply(peer, Message("welcome", meta={**meta, "rejoin": True}))
+            try:
+                self.link.reply(peer, Message("welcome", meta={**meta, "rejoin": True}))
+            except PeerLostError:  # it said hello and went: nothing of it joins
+                log.warning("%s went before it could be welcomed; not joined", peer)
+                self.link.forget(peer)
+                continue
             welcomed.append(peer)
         self.pending = {}
         saved, self.link.timeout = self.link.timeout, self.config.join_timeout  # they load their data first
