@@ -73,8 +73,10 @@ def make_proxy(root: Path, *, per_class: int, size: tuple[int, int], seed: int) 
     return folder
 
 
-def proxy_run(args: argparse.Namespace, data: Path, protocol: str, name: str, **settings: object):
-    """One in-process run on the proxy, with the command line's clients, rounds and seed."""
+def proxy_run(
+    args: argparse.Namespace, data: Path, protocol: str, name: str, seed: int | None = None, **settings: object
+):
+    """One in-process run on the proxy, with the command line's clients and rounds (and seed, unless given)."""
     import splitfed
 
     return splitfed.run(
@@ -82,7 +84,7 @@ def proxy_run(args: argparse.Namespace, data: Path, protocol: str, name: str, **
         clients=args.clients,
         epochs=args.epochs,
         data=str(data),
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         in_process=True,
         out=args.out / "runs" / name,
         **settings,
@@ -185,7 +187,6 @@ def main() -> None:
 
 def compare_models(args: argparse.Namespace) -> None:
     """Each model of ``--models`` with ``--augment standard-noflip``, per protocol and seed."""
-    import splitfed
     from splitfed.models import build_model
 
     height, width = (int(v) for v in args.size.lower().split("x"))
@@ -197,17 +198,8 @@ def compare_models(args: argparse.Namespace) -> None:
         params = sum(p.numel() for p in build_model(model, (1, height, width), 10, 0).parameters())
         for protocol in protocols:
             for seed in seeds:
-                out = args.out / "runs" / f"{model}-{protocol}-{seed}"
-                result = splitfed.run(
-                    protocol,
-                    clients=args.clients,
-                    epochs=args.epochs,
-                    data=str(data),
-                    model=model,
-                    augment="standard-noflip",
-                    seed=seed,
-                    in_process=True,
-                    out=out,
+                result = proxy_run(
+                    args, data, protocol, f"{model}-{protocol}-{seed}", seed, model=model, augment="standard-noflip"
                 )
                 metrics = result.metrics
                 row = {

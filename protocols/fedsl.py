@@ -102,7 +102,7 @@ class FedSLClient(ClientRole):
             K,
             cfg.seed,
             encoder=cfg.option("encoder"),
-            channels=index.shape[0],
+            channels=c,
         )
         self.net = subnets[self.position].to(device)
         self.head = head.to(device) if self.is_last else None
