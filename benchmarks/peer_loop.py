@@ -1,7 +1,8 @@
 """The peer of benchmarks/peer_speed.py: SFLv1 in one process, with the original code's control flow.
 
 Written from a description of that code's control flow (see peer_speed.py), not copied.
-Same data shards, batch orders and model halves as ``splitfed run sflv1``; all cores, float32.
+Same data shards, batch orders and model halves (``--model``, default ``auto`` as splitfed's) as
+``splitfed run sflv1``; all cores, float32, on ``--device``.
 Leaves OUT/marks.json: the time of the first batch, the end of the rounds and the final accuracy.
 """
 
@@ -45,10 +46,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="auto", help="splitfed's --model: the same halves as splitfed run builds")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
+    device = torch.device(args.device)
     shards = [client_shard(args.data, clients=args.clients, client=i, seed=args.seed) for i in range(args.clients)]
-    full = build_model("cnn", shards[0].shape, len(shards[0].classes), args.seed)
-    client_glob, server_glob = split_model(full, resolve_cut("cnn", None, full))
+    full = build_model(args.model, shards[0].shape, len(shards[0].classes), args.seed).to(device)
+    client_glob, server_glob = split_model(full, resolve_cut(args.model, None, full))
     server_copies = [copy.deepcopy(server_glob) for _ in shards]
     marks: dict = {"rounds": args.epochs}
     rng = np.random.default_rng(args.seed)
@@ -62,6 +66,7 @@ def main() -> None:
             ):
                 marks.setdefault("first_batch", time.time())
                 x, y = shard.train_batch(rows, seed=args.seed, client=int(c), round=rnd, epoch=0, step=step)
+                x, y = x.to(device), y.to(device)
                 acts = half(x)
                 server = copy.deepcopy(server_copies[c])  # per batch: a copy and a new Adam
                 server_opt = torch.optim.Adam(server.parameters(), lr=args.lr)
@@ -75,7 +80,7 @@ def main() -> None:
                 acts.backward(cut.grad)
                 opt.step()
             client_states.append(copy.deepcopy(half.state_dict()))
-            accuracy(half, server_copies[c], *shard.eval_set("test"))  # evaluation after each client
+            accuracy(half, server_copies[c], *(t.to(device) for t in shard.eval_set("test")))  # after each client
         server_avg = average([s.state_dict() for s in server_copies])
         for s in server_copies:
             s.load_state_dict(server_avg)
@@ -83,7 +88,7 @@ def main() -> None:
     marks["rounds_end"] = time.time()
     xs = torch.cat([s.eval_set("test")[0] for s in shards])
     ys = torch.cat([s.eval_set("test")[1] for s in shards])
-    marks["accuracy"] = accuracy(client_glob, server_copies[0], xs, ys)
+    marks["accuracy"] = accuracy(client_glob, server_copies[0], xs.to(device), ys.to(device))
     (args.out / "marks.json").write_text(json.dumps(marks))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 TICK = 0.2
+#: the splitfed command: the repository's environment's, else the one on PATH (e.g. a GPU machine's install)
+SPLITFED = str(REPO / ".venv" / "bin" / "splitfed")
+if not os.path.exists(SPLITFED):
+    SPLITFED = shutil.which("splitfed") or "splitfed"
 
 
 def tree(root: int) -> list[int]:
@@ -116,7 +121,7 @@ def measure(cmd: list[str], out: Path, marks_from_files: bool = False) -> dict[s
 
 def splitfed_cmd(args: argparse.Namespace, data: Path, out: Path, precision: str) -> list[str]:
     return [
-        str(REPO / ".venv" / "bin" / "splitfed"),
+        SPLITFED,
         "run",
         "sflv1",
         "--clients",
@@ -133,6 +138,10 @@ def splitfed_cmd(args: argparse.Namespace, data: Path, out: Path, precision: str
         str(args.seed),
         "--precision",
         precision,
+        "--model",
+        args.model,
+        "--device",
+        args.device,
         "--checkpoint-every",
         "0",
         "--out",
@@ -187,6 +196,8 @@ def main() -> None:
     parser.add_argument("--size", default="64x128", help="HEIGHTxWIDTH of the proxy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precisions", default="32,bf16-mixed", help="splitfed --precision values to run")
+    parser.add_argument("--model", default="auto", help="--model for both sides (auto: mobilenet at 64x128)")
+    parser.add_argument("--device", default="cpu", help="--device for both sides: cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("bench") / f"peer-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
 
@@ -200,6 +211,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(REPO / "benchmarks" / "peer_loop.py"), "--data", str(data), "--out", str(out)]
         cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+        cmd += ["--model", args.model, "--device", args.device]
         results["reference loop"].append(measure(cmd, out))
         print("reference", results["reference loop"][-1], flush=True)
         for precision in args.precisions.split(","):

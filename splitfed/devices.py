@@ -53,6 +53,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_precision(device: torch.device, precision: str) -> None:
+    """Make ``--precision 32`` mean float32 on CUDA too: cuDNN's convolutions otherwise compute in TF32.
+
+    TF32 keeps 10 bits of mantissa; over a few rounds that moves a run's losses far enough that a
+    CUDA run no longer matches the same run on the CPU. A process-wide switch, set the same way by
+    every party of a run; the mixed precisions leave PyTorch's defaults alone.
+    """
+    if device.type == "cuda" and precision == "32":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
     try:

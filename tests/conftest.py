@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# cuBLAS is deterministic only with this set before it starts (tests/test_gpu.py asks for determinism)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 import splitfed  # noqa: F401  # isort: skip - before torch: it sets OMP_WAIT_POLICY, read as torch loads
 import torch  # isort: skip
 

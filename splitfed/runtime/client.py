@@ -11,7 +11,7 @@ import torch
 
 from splitfed import __version__, registry
 from splitfed.config import RunConfig
-from splitfed.devices import resolve_device, set_threads
+from splitfed.devices import resolve_device, set_threads, use_precision
 from splitfed.errors import ConfigError
 from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
@@ -65,6 +65,7 @@ def run_client(
         spec = registry.get(config.protocol)
         set_threads(threads, spec.busy_parties(config.clients))
         link.kinds = RUNTIME_KINDS | spec.messages
+        use_precision(resolve_device(device), config.precision)
         role, server = spec.client(assignment, data, resolve_device(device), name), Server(link)
         mark("data loaded")
         ready = Message("ready", meta={**role.describe(), DATA_REPORT: _data_report(data)})

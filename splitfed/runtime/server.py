@@ -14,7 +14,7 @@ import torch
 
 from splitfed import registry
 from splitfed.config import TRAINING_FIELDS, RunConfig
-from splitfed.devices import resolve_device, set_threads
+from splitfed.devices import resolve_device, set_threads, use_precision
 from splitfed.errors import ConfigError, DivergedError, RemoteError, Terminated
 from splitfed.models import architecture
 from splitfed.optim import follow_recipe, start_round
@@ -103,6 +103,7 @@ def serve(
     memory://); ``transport`` replaces it (tests wrap it to drop or delay messages).
     """
     device = resolve_device(config.device)
+    use_precision(device, config.precision)
     spec = registry.get(config.protocol)
     set_threads(config.threads, spec.busy_parties(config.clients))
     config = config.replace(options=spec.option_values(config.options))  # checked, defaults filled in
