@@ -17,6 +17,7 @@ from splitfed.models import MODELS, architecture, build_model, check_cut, resolv
         ("cnn", (1, 64, 128)),
         ("resnet18", (1, 16, 16)),
         ("cnn-deep", (1, 32, 64)),
+        ("cnn-narrow", (1, 32, 32)),
         ("mobilenet", (1, 32, 64)),
         ("resnet10", (1, 32, 64)),
         ("resnet10", (3, 16, 16)),

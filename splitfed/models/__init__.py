@@ -1,7 +1,7 @@
 """Models as ordered blocks, and the cut that splits them into a client and a server half.
 
-``--model`` names a built-in (``auto``, ``cnn``, ``cnn-deep``, ``mobilenet``, ``resnet10``,
-``resnet18``) or a factory of the user's own by
+``--model`` names a built-in (``auto``, ``cnn``, ``cnn-deep``, ``cnn-narrow``, ``mobilenet``,
+``resnet10``, ``resnet18``) or a factory of the user's own by
 import path (``package.module:factory`` or ``path/to/file.py:factory``, see
 :mod:`splitfed.imports`). A factory is called as ``factory(shape, n_classes)`` with the
 input shape of one example (e.g. ``(1, 64, 128)`` or ``(30,)``) and returns the model
@@ -27,7 +27,7 @@ from torch import nn
 
 from splitfed.errors import ConfigError
 from splitfed.imports import is_import_path, load_object
-from splitfed.models.cnn import compact_cnn, deep_cnn
+from splitfed.models.cnn import compact_cnn, deep_cnn, narrow_cnn
 from splitfed.models.init import seeded
 from splitfed.models.mobilenet import mobilenet_blocks
 from splitfed.models.resnet import resnet18_blocks
@@ -39,6 +39,7 @@ Builder = Callable[[tuple[int, ...], int], list[tuple[str, nn.Module]]]
 MODELS: dict[str, tuple[Builder, int]] = {
     "cnn": (compact_cnn, 1),
     "cnn-deep": (deep_cnn, 1),
+    "cnn-narrow": (narrow_cnn, 3),
     "mobilenet": (mobilenet_blocks, 1),
     "resnet10": (small_resnet_blocks, 1),
     "resnet18": (resnet18_blocks, 2),
