@@ -2,7 +2,9 @@
 
 Per batch: forward the client half, send the cut activations with the labels, get the
 gradient at the cut back, finish backward and step. Per round: send the half's
-weights with the sample count, load the average the server returns.
+weights with the sample count, load the average the server returns. With ``--labels client``
+the client also runs the model's last block(s) on the server's output and keeps its labels
+(:mod:`.label_private`): the same loop, one more round trip per batch.
 """
 
 from __future__ import annotations

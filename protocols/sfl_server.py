@@ -99,7 +99,7 @@ class SFLServerBase(ServerRole):
         """Serve one training batch: step ``peer``'s server half and reply with the gradient at the cut."""
         self.finish_forward(clients, tally, peer, msg, self.step_forward(peer, msg))
 
-    def step_forward(self, peer: str, msg: Message) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def step_forward(self, peer: str, msg: Message) -> Any:
         """The maths of one training batch on ``peer``'s server half: touches that half and its optimizer only,
         so steps for different copies may run in different threads (SFLv1)."""
         key = self.half_for(peer)
@@ -123,10 +123,10 @@ class SFLServerBase(ServerRole):
         self.open[peer] = middle_forward(self.halves[key], acts, self.config.precision)
         return self.open[peer][1]
 
-    def finish_forward(
-        self, clients: Clients, tally: Tally, peer: str, msg: Message, stepped: tuple[torch.Tensor, torch.Tensor, float]
-    ) -> None:
-        """Count the batch and reply to ``peer`` (in the serving thread: tallies and links are not thread-safe)."""
+    def finish_forward(self, clients: Clients, tally: Tally, peer: str, msg: Message, stepped: Any) -> None:
+        """Count the batch and reply to ``peer`` (in the serving thread: tallies and links are not thread-safe).
+        ``stepped`` is what :meth:`step_forward` returned: (grad at the cut, logits, loss sum), or one tensor
+        with --labels client."""
         if self.private:  # the middle's output, or the gradient at the cut; the client counts its own batches
             kind, name = ("middle", "acts") if msg.kind == "forward" else ("gradient", "grad")
             reply = Message(kind, tensors={name: to_wire(stepped, self.config.wire_dtype)}, step=msg.step)
@@ -159,6 +159,8 @@ class SFLServerBase(ServerRole):
         order = list(weights)
         if self.private and tally is not None:
             for p in order:
+                if not isinstance(weights[p].meta.get("train"), dict):
+                    raise ProtocolError(f"{p} sent its weights without its training sums (--labels client)")
                 tally.add_meta(weights[p].meta["train"])
         avg = fedavg([weights[p].tensors for p in order], [float(weights[p].meta["n"]) for p in order])
         self.client_state = avg

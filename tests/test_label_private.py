@@ -96,22 +96,18 @@ def test_the_server_never_receives_labels_or_logits(protocol: str, tmp_path: Pat
     assert 0 < summary["test_macro_f1"] <= 1
 
 
-def test_the_clients_test_tally_is_the_checkpoints_accuracy(tmp_path: Path) -> None:
-    """The accuracy the clients count on their rows is the merged checkpoint's accuracy on the same rows."""
-    from splitfed.data.shards import client_shard
+def test_the_clients_test_tallies_are_what_splitfed_evaluate_finds(tmp_path: Path) -> None:
+    """The figures the clients count on their own test rows (accuracy, loss, confusion) are exactly those of
+    the checkpoint's whole model (front, middle and head) rebuilt and tested by `splitfed evaluate`."""
+    from splitfed.evaluate import evaluate_run
 
     config = RunConfig(protocol="sflv1", clients=2, epochs=2, seed=4, timeout=30, options={"labels": "client"})
     summary = _summary(run_in_threads(config, tmp_path))
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    model = build_model("cnn", (1, 8, 8), 10, 4)
-    model.load_state_dict({**ckpt["client_half"], **ckpt["server_half"]})
-    correct = count = 0
-    for client in range(2):
-        shard = client_shard(config.data, clients=2, client=client, seed=4)
-        with torch.no_grad():
-            correct += int((model.eval()(shard.test_x).argmax(1) == shard.test_y).sum())
-        count += len(shard.test_y)
-    assert summary["test_accuracy"] == pytest.approx(correct / count)
+    report = evaluate_run(tmp_path)
+    assert report["rows"] == sum(map(sum, summary["confusion"])) > 0
+    assert report["accuracy"] == summary["test_accuracy"]
+    assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+    assert report["confusion"] == summary["confusion"]
 
 
 @pytest.mark.parametrize("protocol", ["sflv1", "sflv2"])
