@@ -78,7 +78,12 @@ def validate(config: RunConfig, index: Any) -> None:
         return
     cut = check_split_model(config, index)
     if labels_on_client(config):
-        check_head(config.model, cut, head_blocks(config), tuple(index.shape), len(index.classes))
+        try:
+            check_head(config.model, cut, head_blocks(config), tuple(index.shape), len(index.classes))
+        except ConfigError as exc:
+            if config.privacy == "none":
+                raise
+            raise ConfigError(f"{exc} (--privacy {config.privacy} sets --cut {cut} unless you give one)") from None
     check_partition(config, index, config.clients)
 
 
