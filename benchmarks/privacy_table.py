@@ -10,6 +10,7 @@ the SSIM of the auxiliary mean image (what knowing nothing scores).
 
     python benchmarks/privacy_table.py --out bench/privacy
     python benchmarks/privacy_table.py --capacity --only "cut 3, noise 0.02"   # would a stronger attacker do better?
+    python benchmarks/privacy_table.py --epochs 6 --attack-epochs 15 --only "cut 1;labels client;labels client, cut 2"
 
 Writes OUT/results.md, OUT/results.json, OUT/recon-<setting>.png (originals above reconstructions)
 and OUT/reconstructions.png (all of them, one above the other).
@@ -65,6 +66,16 @@ SETTINGS: dict[str, dict] = {
     "cut 1, nopeek 0.5": {"cut": 1, "nopeek": 0.5},
     "cut 1, nopeek 2": {"cut": 1, "nopeek": 2.0},
     "privacy strong": {"privacy": "strong"},
+    "labels client": {"cut": 1, "labels": "client"},
+    "labels client, cut 2": {"cut": 2, "labels": "client"},
+    "labels client, 2 head blocks": {"cut": 1, "labels": "client", "head_blocks": 2},
+    "labels client, cut 2, noise 0.02, int8": {
+        "cut": 2,
+        "labels": "client",
+        "dp_clip": 1.0,
+        "dp_noise": 0.02,
+        "wire_compress": "int8",
+    },
 }
 
 
@@ -82,10 +93,25 @@ def attack_run(run: Path, aux_x: torch.Tensor, victims: int, width: int, epochs:
     shard = client_shard(config.data, clients=1, client=0, seed=config.seed)
     full = build_model(config.model, shard.shape, len(shard.classes), config.seed)
     half = split_model(full, facts["cut"])[0]
-    half.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["client_half"])
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["client_half"]  # --labels client: front and head
+    half.load_state_dict({k: v for k, v in state.items() if k in half.state_dict()})
     defence = Defence.of(config)
     release = defence.release if defence.clip or defence.noise else None
     return reconstruct(half, aux_x, shard.test_x[:victims], release=release, width=width, epochs=epochs, seed=seed)
+
+
+def label_attack(run: Path, seed: int) -> dict:
+    """The label attack's accuracy at the first round and at the checkpoint (1: the labels were sent)."""
+    from splitfed.attack_run import label_attack_run
+
+    report = label_attack_run(run, victims=256, seed=seed)
+    if report["labels"] != "client":
+        return {"label_attack_first": 1.0, "label_attack_last": 1.0}
+    return {
+        "label_attack_first": report["first_round"]["accuracy"],
+        "label_attack_last": report["checkpoint"]["accuracy"],
+        "label_attack_shuffled": max(report["first_round"]["shuffled"], report["checkpoint"]["shuffled"]),
+    }
 
 
 def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) -> dict:
@@ -150,6 +176,7 @@ def main() -> None:
             key = name if not args.capacity else f"{name}, decoder {width} x {epochs} epochs"
             results[key] = {
                 **row,
+                **label_attack(Path(row["run"]), args.seed),
                 "ssim": attack.ssim,
                 "psnr": attack.psnr,
                 "mean_image_ssim": attack.baseline_ssim,
@@ -185,13 +212,17 @@ def write_table(results: dict, args: argparse.Namespace) -> None:
         f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, decoder width {args.width}, "
         f"{args.attack_epochs} epochs, rebuilding {args.victims} held-out test images.",
         "",
-        "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM |",
-        "|---|---|---|---|---|---|",
+        "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM | label attack (first / last "
+        "round; chance 0.1) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        labels = "1 (labels sent)"
+        if "label_attack_shuffled" in r:
+            labels = f"{r['label_attack_first']:.3f} / {r['label_attack_last']:.3f}"
         lines.append(
             f"| {name} | {r['test_accuracy']:.3f} | {r['mb_per_round']:.2f} | {r['ssim']:.3f} | {r['psnr']:.1f} "
-            f"| {r['mean_image_ssim']:.3f} |"
+            f"| {r['mean_image_ssim']:.3f} | {labels} |"
         )
     table = "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,18 +2,23 @@
 
 Per batch: forward the client half, send the cut activations with the labels, get the
 gradient at the cut back, finish backward and step. Per round: send the half's
-weights with the sample count, load the average the server returns.
+weights with the sample count, load the average the server returns. With ``--labels client``
+the client also runs the model's last block(s) on the server's output and keeps its labels
+(:mod:`.label_private`): the same loop, one more round trip per batch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import torch
+from torch import nn
 
 from splitfed.data.shards import ClientShard, batch_order, client_shard
 from splitfed.devices import autocast
-from splitfed.models import build_model, resolve_cut, split_model
+from splitfed.metrics import Tally
+from splitfed.models import build_model, resolve_cut, split_model, split_three
 from splitfed.optim import make_optimizer
 from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
@@ -21,6 +26,7 @@ from splitfed.wire import Message
 
 from .defences import EVAL_STREAM, Defence, client_backward, noise_generator
 from .handshake import describe_shard
+from .label_private import head_blocks, head_eval, head_step, labels_on_client
 from .split_steps import from_wire, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,15 @@ class SFLClient(ClientRole):
         self.shard = load_shard(assignment, data)
         cfg = self.config
         full = build_model(cfg.model, self.shard.shape, len(self.shard.classes), cfg.seed)
-        self.half = split_model(full, resolve_cut(cfg.model, cfg.cut, full))[0].to(device)
+        cut = resolve_cut(cfg.model, cfg.cut, full)
+        #: the blocks this client runs before the server's (its front) and, with --labels client, after them
+        #: (its head); ``half`` holds both, as one state to send, average and load
+        self.front, self.head = split_model(full, cut)[0], None
+        if labels_on_client(cfg):
+            self.front, _, self.head = split_three(full, cut, head_blocks(cfg))
+        blocks = [*self.front._modules.items(), *(self.head._modules.items() if self.head is not None else [])]
+        self.half = nn.Sequential(OrderedDict(blocks)).to(device)
+        self.train_tally = Tally(len(self.shard.classes))  # the label holder's own sums (--labels client)
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.defence = Defence.of(cfg)
         self.codec = {"acts": cfg.wire_compress} if cfg.wire_compress != "none" else {}
@@ -74,6 +88,7 @@ class SFLClient(ClientRole):
     def train_round(self, server: Server, round: int) -> None:
         cfg, s = self.config, self.shard
         self.half.train()
+        self.train_tally = Tally(len(s.classes))
         for epoch in range(cfg.local_epochs):
             batches = batch_order(
                 len(s.train_y), cfg.batch_size, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch
@@ -104,35 +119,57 @@ class SFLClient(ClientRole):
     ) -> None:
         x = x.to(self.device)
         with autocast(self.device, self.config.precision):
-            acts = self.half(x)
+            acts = self.front(x)
         sent = self.defence.release(acts, noise)  # clipped and noised here, before anything is encoded
-        msg = Message(
-            "forward",
-            meta={"last": last},
-            tensors={"acts": to_wire(sent, self.config.wire_dtype), "labels": y},
-            step=step,
-            codec=self.codec,
-        )
-        reply = server.request(msg, "gradient")
+        tensors = {"acts": to_wire(sent, self.config.wire_dtype)}
+        if self.head is None:
+            tensors["labels"] = y
+        msg = Message("forward", meta={"last": last}, tensors=tensors, step=step, codec=self.codec)
         self.opt.zero_grad(set_to_none=True)
+        if self.head is None:
+            reply = server.request(msg, "gradient")
+        else:  # the labels stay here: the head runs on the middle's output and returns its input's gradient
+            reply = self.head_round_trip(server, server.request(msg, "middle"), y.to(self.device), step)
         client_backward(sent, from_wire(reply.tensors["grad"], self.device, sent.dtype), self.defence.penalty(x, acts))
         self.opt.step()
 
+    def head_round_trip(self, server: Server, middle: Message, y: torch.Tensor, step: int) -> Message:
+        """Head forward and backward on the middle's output (``--labels client``); the server's reply to
+        the gradient at the head's input, which carries the gradient at the cut."""
+        cfg = self.config
+        out = from_wire(middle.tensors["acts"], self.device)
+        grad, logits, counts = head_step(self.head, out, y, cfg.label_smoothing, cfg.precision)
+        self.train_tally.add(logits, y, counts["loss_sum"])
+        msg = Message("headgrad", tensors={"grad": to_wire(grad, cfg.wire_dtype)}, step=step, codec=self.grad_codec)
+        return server.request(msg, "gradient")
+
+    @property
+    def grad_codec(self) -> dict[str, str]:
+        return {"grad": self.config.wire_compress} if self.config.wire_compress != "none" else {}
+
     def exchange_weights(self, server: Server) -> None:
-        msg = Message("weights", meta={"n": len(self.shard.train_y)}, tensors=state_copy(self.half))
+        meta: dict = {"n": len(self.shard.train_y)}
+        if self.head is not None:  # the round's training sums, never per batch, with no confusion matrix
+            meta["train"] = {k: v for k, v in self.train_tally.to_meta().items() if k != "confusion"}
+        msg = Message("weights", meta=meta, tensors=state_copy(self.half))
         reply = server.request(msg, "weights")
         self.half.load_state_dict(reply.tensors)
 
     @torch.inference_mode()
     def evaluate(self, server: Server, round: int) -> dict:
         rows_x, rows_y = self.shard.eval_set(self.eval_split)
+        tally = Tally(len(self.shard.classes))
         self.half.eval()
         for start in range(0, len(rows_y), EVAL_BATCH):
             x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
             noise = self.noise(round, EVAL_STREAM, start)
             with autocast(self.device, self.config.precision):
-                acts = to_wire(self.defence.release(self.half(x.to(self.device)), noise), self.config.wire_dtype)
-            msg = Message("eval", tensors={"acts": acts, "labels": y}, codec=self.codec)
-            server.request(msg, "eval_result")
+                acts = to_wire(self.defence.release(self.front(x.to(self.device)), noise), self.config.wire_dtype)
+            if self.head is None:
+                server.request(Message("eval", tensors={"acts": acts, "labels": y}, codec=self.codec), "eval_result")
+                continue
+            middle = server.request(Message("eval", tensors={"acts": acts}, codec=self.codec), "middle")
+            logits = head_eval(self.head, from_wire(middle.tensors["acts"], self.device), self.config.precision)
+            tally.add(logits, y, float(torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="sum")))
         self.half.train()
-        return {}
+        return tally.to_meta() if self.head is not None else {}

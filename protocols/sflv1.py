@@ -22,6 +22,9 @@ from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
 
 from .concurrent_steps import Lockstep, step_pool
+from .label_private import LABEL_PRIVATE_MESSAGES
+from .label_private import OPTIONS as LABEL_OPTIONS
+from .label_private import validate as validate_split
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
 
@@ -50,9 +53,7 @@ class SFLv1Server(SFLServerBase):
         tally = Tally(len(self.classes))
         self.keep_copies_for(clients.names, round)
         if self.pool is None:
-            weights = clients.gather(
-                "weights", on={"forward": self.forward_handler(clients, tally)}, lost=self.discard_copy
-            )
+            weights = clients.gather("weights", on=self.forward_handler(clients, tally), lost=self.discard_copy)
         else:  # every client still training sends a batch, and the server steps their copies at once
             finish = partial(self.finish_forward, clients, tally)
             together = Lockstep(clients, self.step_forward, finish, self.pool)
@@ -61,9 +62,10 @@ class SFLv1Server(SFLServerBase):
                 self.discard_copy(peer)
                 together.drop(peer)
 
-            weights = clients.gather("weights", on={"forward": together.add}, each=together.leave, lost=lost)
+            on = {kind: together.add for kind in self.step_kinds()}
+            weights = clients.gather("weights", on=on, each=together.leave, lost=lost)
         self.average_server_copies(list(weights))
-        self.average_clients(clients, weights)
+        self.average_clients(clients, weights, tally)
         return RoundResult(tally)
 
     def average_server_copies(self, order: list[str]) -> None:
@@ -94,6 +96,7 @@ class SFLv1Server(SFLServerBase):
 
     def discard_copy(self, peer: str) -> None:
         """A lost client's copy goes, with what it learnt this round (it is left out of the average)."""
+        self.open.pop(peer, None)  # --labels client: a batch it left half done
         if len(self.halves) > 1:  # the last copy is kept: it carries the average to the next round
             self.halves.pop(peer, None)
             self.opts.pop(peer, None)
@@ -105,5 +108,7 @@ SPEC = ProtocolSpec(
     server=SFLv1Server,
     client=SFLClient,
     smashed=True,
-    messages=SFL_MESSAGES,
+    messages=SFL_MESSAGES | LABEL_PRIVATE_MESSAGES,
+    options=LABEL_OPTIONS,
+    validate=validate_split,
 )

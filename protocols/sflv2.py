@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from splitfed.errors import ProtocolError
 from splitfed.metrics import Tally
 from splitfed.peers import Clients
 from splitfed.protocol import Option, ProtocolSpec, RoundResult
 from splitfed.wire import Message
 
+from .label_private import LABEL_PRIVATE_MESSAGES
+from .label_private import OPTIONS as LABEL_OPTIONS
+from .label_private import validate as validate_split
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
 
@@ -42,27 +46,46 @@ class SFLv2Server(SFLServerBase):
         tally = Tally(len(self.classes))
         active, turn = self.turn_order(round, clients.names), 0
         waiting: dict[str, Message] = {}  # forwards held back until their sender's turn
+        #: --labels client: the client whose batch is half done (its forward served, its head's gradient
+        #: to come) and whether that batch is its last; the turn moves on only once the batch is finished
+        open_step: list[tuple[str, bool]] = []
+
+        def advance(current: str, last: bool) -> None:
+            nonlocal turn
+            if last:
+                active.remove(current)
+            elif interleaved:
+                turn += 1
+            turn = turn % len(active) if active else 0
 
         def serve_turns() -> None:
-            nonlocal turn
-            while active and active[turn] in waiting:
+            while not open_step and active and active[turn] in waiting:
                 current = active[turn]
                 batch = waiting.pop(current)
                 self.forward_step(clients, current, batch, tally)
-                if batch.meta.get("last"):
-                    active.remove(current)
-                elif interleaved:
-                    turn += 1
-                turn = turn % len(active) if active else 0
+                if self.private:
+                    open_step.append((current, bool(batch.meta.get("last"))))
+                else:
+                    advance(current, bool(batch.meta.get("last")))
 
         def forward(peer: str, msg: Message) -> None:
             waiting[peer] = msg
+            serve_turns()
+
+        def finish(peer: str, msg: Message) -> None:
+            if not open_step or open_step[0][0] != peer:
+                raise ProtocolError(f"{peer} sent a head gradient for a batch the server did not forward")
+            self.forward_step(clients, peer, msg, tally)
+            advance(*open_step.pop())
             serve_turns()
 
         def skip(peer: str) -> None:
             """A lost client's turn is skipped; the next one's batches are served."""
             nonlocal turn
             waiting.pop(peer, None)
+            if open_step and open_step[0][0] == peer:
+                open_step.clear()
+                self.open.pop(peer, None)
             if peer in active:
                 if active.index(peer) < turn:
                     turn -= 1
@@ -70,7 +93,8 @@ class SFLv2Server(SFLServerBase):
                 turn = turn % len(active) if active else 0
                 serve_turns()
 
-        self.average_clients(clients, clients.gather("weights", on={"forward": forward}, lost=skip))
+        on = {"forward": forward, "headgrad": finish} if self.private else {"forward": forward}
+        self.average_clients(clients, clients.gather("weights", on=on, lost=skip), tally)
         return RoundResult(tally)
 
 
@@ -80,9 +104,11 @@ SPEC = ProtocolSpec(
     server=SFLv2Server,
     client=SFLClient,
     smashed=True,
-    messages=SFL_MESSAGES,
+    messages=SFL_MESSAGES | LABEL_PRIVATE_MESSAGES,
     parallel_clients=False,
+    validate=validate_split,
     options=(
+        *LABEL_OPTIONS,
         Option(
             "order",
             str,

@@ -33,7 +33,8 @@ def _client_half(run: Path, facts: dict[str, Any], config: RunConfig) -> torch.n
         raise ConfigError(f"{run} is a {config.protocol} run: the attack needs a client half (sflv1, sflv2, sl)")
     full = build_model(config.model, tuple(facts["input_shape"]), len(facts["classes"]), config.seed)
     half = split_model(full, facts["cut"])[0]
-    half.load_state_dict(state["client_half"])
+    mine = half.state_dict()  # with --labels client the checkpoint's client part also holds the head
+    half.load_state_dict({k: v for k, v in state["client_half"].items() if k in mine})
     return half
 
 
@@ -101,4 +102,52 @@ def attack_run(
     }
     atomic_write_json(out / "attack.json", report)
     save_figure(result, out / "reconstructions.png")
+    return report
+
+
+def _three_parts(config: RunConfig, facts: dict[str, Any], state: dict[str, Any] | None) -> tuple:
+    """(front, middle, head) of a label-private run: as every party builds them from the seed, or (given
+    the checkpoint's ``state``) as trained."""
+    from splitfed.models import build_model, split_three
+
+    full = build_model(config.model, tuple(facts["input_shape"]), len(facts["classes"]), config.seed)
+    if state is not None:
+        full.load_state_dict({**state["client_half"], **state["server_half"]})
+    return tuple(part.eval() for part in split_three(full, int(facts["cut"]), int(facts.get("head_blocks", 1))))
+
+
+def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path | None = None) -> dict[str, Any]:
+    """The label attack (:mod:`splitfed.label_attack`) on a finished run; writes label_attack.json into
+    ``out`` (default RUN/attack). Without --labels client the labels crossed the wire: nothing to infer."""
+    from splitfed.data.datasets import load_index
+    from splitfed.data.partition import split_train_test
+    from splitfed.label_attack import head_input_gradients, infer_labels
+    from splitfed.protocols.defences import Defence
+
+    run = Path(run)
+    if not (run / "config.json").exists():
+        raise ConfigError(f"{run} is not a run folder: it has no config.json")
+    config = RunConfig.from_file(run / "config.json")
+    facts = json.loads((run / "config.json").read_text())
+    report: dict[str, Any] = {"run": str(run), "labels": facts.get("labels", "server")}
+    if report["labels"] != "client":
+        report.update(accuracy=1.0, note="the labels travel with the activations: the server reads them")
+    else:
+        ckpt = run / "checkpoint.pt"
+        if not ckpt.exists():
+            raise ConfigError(f"{ckpt} does not exist (was --checkpoint-every 0?)")
+        index = load_index(config.data)
+        _, test = split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
+        x, y = index.load(test[:victims])
+        defence = Defence.of(config)
+        release = defence.release if defence.clip or defence.noise else None
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        for when, weights in (("first_round", None), ("checkpoint", state)):
+            grads = head_input_gradients(
+                *_three_parts(config, facts, weights), x, y, batch=config.batch_size, release=release
+            )
+            report[when] = infer_labels(grads, y, len(facts["classes"]), seed=seed).to_dict()
+        report["accuracy"] = max(report["first_round"]["accuracy"], report["checkpoint"]["accuracy"])
+        report["rows"] = f"{len(y)} held-out test rows, as the client would return their gradients in training"
+    atomic_write_json((out or run / "attack") / "label_attack.json", report)
     return report

@@ -293,16 +293,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from splitfed.attack_run import attack_run
+    from splitfed.attack_run import attack_run, label_attack_run
 
+    if args.labels:
+        if args.aux is not None:
+            raise ConfigError("--aux is the reconstruction attack's data; the label attack takes none: leave it out")
+        report = label_attack_run(args.run, victims=args.victims or 256, seed=args.seed, out=args.out)
+        print(_label_attack_line(report), file=sys.stderr)
+        print((args.out or args.run / "attack") / "label_attack.json")
+        return 0
     report = attack_run(
-        args.run, aux=args.aux, victims=args.victims, width=args.width, epochs=args.epochs, seed=args.seed, out=args.out
+        args.run,
+        aux=args.aux,
+        victims=args.victims or 64,
+        width=args.width,
+        epochs=args.epochs,
+        seed=args.seed,
+        out=args.out,
     )
     figures = f"SSIM {report['ssim']:.3f}  PSNR {report['psnr']:.1f} dB"
     known = f"the attacker's mean image scores SSIM {report['mean_image_ssim']:.3f}"
     print(f"cut {report['cut']}, attacker: {report['attacker']}: {figures}  ({known})", file=sys.stderr)
     print((args.out or args.run / "attack") / "attack.json")
     return 0
+
+
+def _label_attack_line(report: dict) -> str:
+    if report["labels"] != "client":
+        return f"labels on the server: {report['note']} (run with --labels client to keep them home)"
+    first, last = report["first_round"], report["checkpoint"]
+    return (
+        f"label attack on {last['examples']} rows: accuracy {first['accuracy']:.3f} at the first round, "
+        f"{last['accuracy']:.3f} at the checkpoint (chance {last['chance']:.3f}; the same clusters against "
+        f"shuffled labels: {first['shuffled']:.3f}, {last['shuffled']:.3f})"
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

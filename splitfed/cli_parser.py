@@ -649,12 +649,15 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 def _attack_parser(sub: argparse._SubParsersAction) -> None:
     at = sub.add_parser(
         "attack",
-        help="measure what the server can rebuild of the inputs from a run's cut activations",
+        help="measure what the server can rebuild of the inputs (or, with --labels, infer of the labels) from a run",
         description="The input-reconstruction attack on the run folder RUN (sflv1, sflv2, sl): an attacker "
         "with an auxiliary sample disjoint from the victims trains a decoder from the run's client half "
         "(after the run's own clipping and noise) back to the images, then rebuilds the victims' held-out "
         "images. Prints SSIM and PSNR; writes attack.json and reconstructions.png (originals above "
-        "reconstructions) into RUN/attack/ (or --out). Needs scikit-image (pip install 'splitfed[attack]').",
+        "reconstructions) into RUN/attack/ (or --out). Needs scikit-image (pip install 'splitfed[attack]'). "
+        "With --labels: the label attack instead, on a run with --labels client: the server clusters the "
+        "gradients it gets back at the client head's input by direction, one cluster per class; prints its "
+        "accuracy at the run's first round and at its checkpoint against chance, writes label_attack.json.",
     )
     at.add_argument("run", type=Path, metavar="RUN", help="a run folder (with config.json and checkpoint.pt)")
     at.add_argument(
@@ -663,7 +666,18 @@ def _attack_parser(sub: argparse._SubParsersAction) -> None:
         help="the attacker's own data (a folder or an import path, same input shape), all of it (default: half "
         "the run's held-out test rows, by person where the data has person ids; the victims are the rest)",
     )
-    at.add_argument("--victims", type=int, default=64, help="held-out images to rebuild (default %(default)s)")
+    at.add_argument(
+        "--labels",
+        action="store_true",
+        help="run the label-inference attack on the returned gradients instead (for a --labels client run; "
+        "in any other the labels crossed the wire)",
+    )
+    at.add_argument(
+        "--victims",
+        type=int,
+        default=None,
+        help="held-out rows to attack (default 64 images to rebuild; 256 rows with --labels)",
+    )
     at.add_argument("--width", type=int, default=32, help="the decoder's channels (default %(default)s)")
     at.add_argument("--epochs", type=int, default=20, help="the decoder's training epochs (default %(default)s)")
     at.add_argument("--seed", type=int, default=0, help="seeds the decoder and its batches (default %(default)s)")

@@ -121,14 +121,13 @@ def _predictor(
     config: RunConfig, facts: dict[str, Any], state: dict[str, Any], classes: list[str], shape: tuple, device: Any
 ) -> Any:
     """A function from a batch of inputs to logits, built from the checkpoint's weights."""
-    from splitfed.models import build_model, split_model
+    from splitfed.models import build_model
 
     n_classes = len(classes)
     if "client_half" in state and "server_half" in state:
         model = build_model(config.model, shape, n_classes, config.seed)
-        client, server = split_model(model, int(facts["cut"]))
-        client.load_state_dict(state["client_half"])
-        server.load_state_dict(state["server_half"])
+        # the halves' keys are the whole model's (with --labels client the client part holds the head too)
+        model.load_state_dict({**state["client_half"], **state["server_half"]})
         return model.to(device).eval()
     if "model" in state:
         model = build_model(config.model, shape, n_classes, config.seed)

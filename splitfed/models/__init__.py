@@ -182,14 +182,40 @@ def split_model(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Seque
     return nn.Sequential(OrderedDict(blocks[:cut])), nn.Sequential(OrderedDict(blocks[cut:]))
 
 
+def split_three(model: nn.Sequential, cut: int, head: int) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
+    """The U-shaped split (``--labels client``): the client's front (the first ``cut`` blocks), the
+    server's middle, and the client's head (the last ``head`` blocks). They share the weights."""
+    blocks = list(model._modules.items())
+    parts = blocks[:cut], blocks[cut : len(blocks) - head], blocks[len(blocks) - head :]
+    return tuple(nn.Sequential(OrderedDict(p)) for p in parts)  # type: ignore[return-value]
+
+
+def check_head(name: str, cut: int, head: int, shape: tuple[int, ...], n_classes: int) -> None:
+    """``--head-blocks`` leaves the server at least one block between the client's front and head."""
+    name = architecture(name, shape)
+    if name in MODELS:
+        with torch.device("meta"):
+            blocks = [b for b, _ in _built_in(name, MODELS[name][0], shape, n_classes)]
+    else:
+        blocks = list(build_model(name, shape, n_classes, seed=0)._modules)
+    if head < 1 or cut + head >= len(blocks):
+        raise ConfigError(
+            f"--head-blocks {head} with --cut {cut} leaves the server no block of {name} ({blocks}): "
+            f"with --labels client the client keeps the first --cut blocks and the last --head-blocks, "
+            f"so cut + head-blocks must be at most {len(blocks) - 1}"
+        )
+
+
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
     "architecture",
     "build_model",
     "check_cut",
+    "check_head",
     "check_model_name",
     "default_cut",
     "resolve_cut",
     "split_model",
+    "split_three",
 ]

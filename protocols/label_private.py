@@ -1,0 +1,143 @@
+"""Label-private SplitFed (``--labels client``): the U-shaped split of SFLv1 and SFLv2.
+
+Each client keeps the model's first ``--cut`` blocks (its front) **and** its last
+``--head-blocks`` blocks (its head, default 1: the classifier) with its labels; the server runs
+the blocks between. One training batch is two round trips::
+
+    client: acts = front(x)                       --forward {acts}-->      server: out = middle(acts)
+    client: logits = head(out), loss, backward    <--middle {acts}--
+            (head's gradients, and d loss/d out)  --headgrad {grad}-->     server: out.backward(grad), step
+    client: acts.backward(grad), step             <--gradient {grad}--
+
+The server never receives labels, logits or the loss of a batch: the client reports its training
+sums (loss, correct, count) once per round with its weights, and its test tally (with the confusion
+matrix) with ``eval_done``. What the server does see is the gradient at the head's input, which
+leaks labels (``splitfed attack RUN --labels`` measures how much). At round end the client sends
+front and head together, and both are averaged like the client half of vanilla SplitFed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from splitfed.config import RunConfig
+from splitfed.devices import autocast
+from splitfed.errors import ConfigError
+from splitfed.protocol import Option
+
+from .split_steps import loss_with_counts
+
+#: the kinds the U-shaped variant adds: the middle's output, and the gradient at the head's input
+LABEL_PRIVATE_MESSAGES = frozenset({"middle", "headgrad"})
+
+
+def _positive(value: int) -> None:
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value}")
+
+
+LABELS = Option(
+    "labels",
+    str,
+    "server",
+    "who holds the labels: the server (default: they travel with the activations, as in the SplitFed paper) "
+    "or the client, which keeps the model's last --head-blocks blocks too (the U-shaped split): the server "
+    "runs the middle and never receives labels, logits or losses",
+    choices=("server", "client"),
+)
+HEAD_BLOCKS = Option(
+    "head_blocks",
+    int,
+    1,
+    "with --labels client: how many of the model's last blocks the client keeps as its head (default 1, "
+    "the classifier block); --cut plus this must leave the server at least one block",
+    check=_positive,
+)
+OPTIONS = (LABELS, HEAD_BLOCKS)
+
+
+def labels_on_client(config: RunConfig) -> bool:
+    return config.option("labels", "server") == "client"
+
+
+def head_blocks(config: RunConfig) -> int:
+    return int(config.option("head_blocks", 1))
+
+
+def validate(config: RunConfig, index: Any) -> None:
+    """The split-model and partition checks every SplitFed run gets, and the head's place in the model."""
+    from splitfed.checks import check_partition, check_split_model
+    from splitfed.models import check_head
+
+    if not labels_on_client(config) and head_blocks(config) != 1:
+        raise ConfigError("--head-blocks applies with --labels client only; leave it out or add --labels client")
+    if index is None:
+        return
+    cut = check_split_model(config, index)
+    if labels_on_client(config):
+        try:
+            check_head(config.model, cut, head_blocks(config), tuple(index.shape), len(index.classes))
+        except ConfigError as exc:
+            if config.privacy == "none":
+                raise
+            raise ConfigError(f"{exc} (--privacy {config.privacy} sets --cut {cut} unless you give one)") from None
+    check_partition(config, index, config.clients)
+
+
+# --- the server's middle ---
+
+
+def middle_forward(half: nn.Module, acts: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the activations as a leaf that will collect their gradient, the middle's output), graph kept."""
+    acts = acts.detach().requires_grad_(True)
+    with autocast(acts.device, precision):
+        out = half(acts)
+    return acts, out
+
+
+def middle_backward(
+    opt: torch.optim.Optimizer, pending: tuple[torch.Tensor, torch.Tensor], grad: torch.Tensor
+) -> torch.Tensor:
+    """Finish the middle's backward from the client's gradient at its output, step; the gradient at the cut."""
+    acts, out = pending
+    opt.zero_grad(set_to_none=True)
+    out.backward(grad.to(out.dtype))
+    opt.step()
+    return acts.grad
+
+
+@torch.inference_mode()
+def middle_eval(half: nn.Module, acts: torch.Tensor, precision: str) -> torch.Tensor:
+    """The middle's output for a test batch, in eval mode, without autograd."""
+    was_training = half.training
+    half.eval()
+    with autocast(acts.device, precision):
+        out = half(acts)
+    half.train(was_training)
+    return out
+
+
+# --- the client's head ---
+
+
+def head_step(
+    head: nn.Module, out: torch.Tensor, labels: torch.Tensor, smoothing: float, precision: str
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float | int]]:
+    """Forward the head on the middle's output, loss, backward (the head's gradients accumulate; no
+    step yet); returns (the gradient at the head's input, logits, the batch's loss/correct/count sums)."""
+    out = out.detach().requires_grad_(True)
+    with autocast(out.device, precision):
+        logits = head(out)
+        loss, counts = loss_with_counts(logits.float(), labels, smoothing)
+    loss.backward()
+    return out.grad, logits.detach().float(), counts
+
+
+@torch.inference_mode()
+def head_eval(head: nn.Module, out: torch.Tensor, precision: str) -> torch.Tensor:
+    """Logits (float32) of a test batch from the middle's output."""
+    with autocast(out.device, precision):
+        return head(out).float()
