@@ -86,7 +86,9 @@ def check_in_child(argv: list[str], env: dict[str, str], cwd: str, plan_path: st
 
 
 def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
-    """Check ``splitfed ARGV`` in a child of the zygote; return its exit status and the plan (None: no run)."""
+    """Check ``splitfed ARGV`` in a child of the zygote; return its exit status and the plan (None: no run).
+
+    A check that fails raises its error here, in the launcher, which reports it as one ``error:`` line."""
     from splitfed.runtime import zygote
 
     with tempfile.TemporaryDirectory(prefix="splitfed-plan-") as tmp:
@@ -97,7 +99,7 @@ def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
     if found is not None and "error" in found:
         raise SplitFedError(found["error"])
     if code != 0 or found is None or "config" not in found:
-        return code or 1, None
+        return code, None  # 0 after --help, 2 after a usage error, 130 if interrupted
     return 0, found
 
 
