@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         argv = sys.argv[1:] if argv is None else argv
-        if _command_in(argv) == "run" and not os.environ.get("SPLITFED_LOG_FILE"):
+        asks_help = {"-h", "--help"} & set(argv)  # help needs the protocols' flags, not the zygote's preloads
+        if _command_in(argv) == "run" and not asks_help and not os.environ.get("SPLITFED_LOG_FILE"):
             from splitfed.runtime.zygote import use_zygote
 
             if use_zygote():  # this process imports no torch: the checks and the parties fork from a zygote

@@ -73,10 +73,7 @@ def test_a_failing_check_prints_one_error_starts_no_party_and_leaves_no_folder(t
     assert set(forked(tmp_path / "marks")) == {"check"}  # the check ran in a child; no server, no client
 
 
-def test_help_and_usage_errors_keep_their_exit_status(tmp_path: Path) -> None:
-    done, report = launch(["run", "sflv1", "--help"], tmp_path / "help")
-    assert report is not None and report["code"] == 0
-    assert "--clients" in done.stdout and "default" in done.stdout
+def test_usage_errors_keep_their_exit_status(tmp_path: Path) -> None:
     done, report = launch(["run", "sflv1", "--clients", "two"], tmp_path / "usage")
     assert report is not None and report["code"] == 2 and "invalid int value" in done.stderr
 
