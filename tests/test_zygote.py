@@ -110,3 +110,18 @@ def test_the_zygote_starts_no_threads_so_a_forked_party_sizes_its_own() -> None:
     threads, tasks = queue.get()
     assert threads == 2 and tasks >= 2  # the matrix products ran on a pool of the party's own
     assert len(os.listdir(f"/proc/{zygote.zygote_pid()}/task")) == 1  # the zygote itself: one thread
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """multiprocessing re-runs the parent's __main__ in a forkserver child unless told not to; a user's
+    unguarded script calling splitfed.run() would then start a run inside each of its parties."""
+    script = tmp_path / "train.py"
+    out = tmp_path / "run"
+    script.write_text(
+        f"import splitfed\nresult = splitfed.run('sflv1', clients=2, epochs=1, out={str(out)!r})\n"
+        "print('accuracy', result.test_accuracy)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("accuracy") == 1
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"

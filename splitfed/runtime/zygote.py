@@ -20,13 +20,15 @@ command runs, with its own environment, working folder, log file and exit status
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib.machinery
 import multiprocessing
 import os
 import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -115,8 +117,28 @@ class Forked:
 def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed") -> Forked:
     """Start ``target(*args)`` in a child of the zygote (starting the zygote first if need be)."""
     process = context().Process(target=target, args=args, name=name, daemon=False)
-    process.start()
+    with _main_left_alone():
+        process.start()
     return Forked(process)
+
+
+@contextlib.contextmanager
+def _main_left_alone() -> Iterator[None]:
+    """Keep multiprocessing from running the launcher's ``__main__`` script again in the child.
+
+    It would, to find targets defined there; ours live in splitfed's modules. A user's script
+    that calls ``splitfed.run()`` without an ``if __name__ == "__main__":`` guard would
+    otherwise start a run inside each of its own parties."""
+    main = sys.modules["__main__"]
+    had, spec = hasattr(main, "__spec__"), getattr(main, "__spec__", None)
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)  # multiprocessing leaves "__main__" be
+    try:
+        yield
+    finally:
+        if had:
+            main.__spec__ = spec
+        else:
+            del main.__spec__
 
 
 def peak_queue() -> Any:
