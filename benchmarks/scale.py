@@ -57,6 +57,7 @@ def plot(results: dict[str, dict[int, dict]], path: Path) -> None:
     for ax in (ax_s, ax_b, ax_m):
         ax.set_xticks(sorted({c for r in results.values() for c in r}))
         ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend()
     save_figure(fig, path)
@@ -68,7 +69,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[2, 4, 8, 16], help="(default %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="rounds per run (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="(default %(default)s)")
-    parser.add_argument("--out", type=Path, default=None, help="where scale.png goes (default: a temporary folder)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where scale.png and results.json go (default: a temporary folder)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitfed-scale-"))
     results: dict[str, dict[int, dict]] = {}
@@ -90,6 +93,7 @@ def main() -> None:
             )
     out = args.out or work
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, out / "scale.png")
     print(out / "scale.png")
     if args.out is None:
