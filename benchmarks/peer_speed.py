@@ -16,6 +16,7 @@ rounds), busy cores (the two divided), peak summed PSS, start-up to first batch,
 command, final test accuracy. Prints medians with min-max, as Markdown.
 
     python benchmarks/peer_speed.py --repeats 3 --epochs 3 --out bench/peer
+    python benchmarks/peer_speed.py --precisions 32 --launchers zygote,processes   # memory: forked vs new processes
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def cpu_and_pss(pids: list[int]) -> tuple[float, float]:
     return cpu, pss
 
 
-def watch(cmd: list[str]) -> tuple[float, list[tuple[float, float, float]], dict[int, float]]:
+def watch(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> tuple[float, list[tuple[float, float, float]], dict[int, float]]:
     """Run ``cmd``; return its start time, samples (t, CPU s, PSS MB) and each process's last CPU seconds."""
     started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     samples: list[tuple[float, float, float]] = []
     last: dict[int, float] = {}
     while proc.poll() is None:
@@ -97,10 +100,12 @@ def cpu_at(samples: list[tuple[float, float, float]], t: float) -> float:
     return (before[-1] if before else samples[0])[1]
 
 
-def measure(cmd: list[str], out: Path, marks_from_files: bool = False) -> dict[str, float]:
+def measure(
+    cmd: list[str], out: Path, marks_from_files: bool = False, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """One run: figures from the /proc samples and the marks it leaves in OUT/marks.json."""
     load = os.getloadavg()[0]  # how busy the machine was as the run started (other jobs included)
-    started, samples, _ = watch(cmd)
+    started, samples, _ = watch(cmd, env)
     ended = time.time()
     if marks_from_files:
         splitfed_marks(out)
@@ -198,6 +203,12 @@ def main() -> None:
     parser.add_argument("--precisions", default="32,bf16-mixed", help="splitfed --precision values to run")
     parser.add_argument("--model", default="auto", help="--model for both sides (auto: mobilenet at 64x128)")
     parser.add_argument("--device", default="cpu", help="--device for both sides: cpu or cuda")
+    parser.add_argument(
+        "--launchers",
+        default="zygote",
+        help="how splitfed starts its parties: zygote (forked from one preloading process, the default), "
+        "processes (a new interpreter each, SPLITFED_NO_ZYGOTE=1, as before the zygote); comma-separated",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench") / f"peer-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
 
@@ -215,10 +226,12 @@ def main() -> None:
         results["reference loop"].append(measure(cmd, out))
         print("reference", results["reference loop"][-1], flush=True)
         for precision in args.precisions.split(","):
-            out = args.out / f"splitfed-{precision}-{repeat}"
-            name = f"splitfed sflv1 --precision {precision}"
-            results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True))
-            print(name, results[name][-1], flush=True)
+            for launcher in args.launchers.split(","):
+                out = args.out / f"splitfed-{precision}-{launcher}-{repeat}"
+                name = f"splitfed sflv1 --precision {precision}" + ("" if launcher == "zygote" else f" ({launcher})")
+                env = {**os.environ, "SPLITFED_NO_ZYGOTE": "1" if launcher == "processes" else "0"}
+                results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True, env))
+                print(name, results[name][-1], flush=True)
         table = summarise(results)  # after every repeat, so that a stopped benchmark still leaves its table
         (args.out / "results.md").write_text(table + "\n")
         (args.out / "results.json").write_text(json.dumps(results, indent=2))

@@ -176,9 +176,11 @@ def prepare(config: RunConfig, out: Path, *, resume: bool) -> None:
     from splitfed import registry
     from splitfed.checks import check_run
     from splitfed.devices import resolve_device
+    from splitfed.runtime.membership import check_partial
     from splitfed.runtime.server import load_checkpoint
 
     spec = registry.get(config.protocol)
+    check_partial(config)
     if resume:
         load_checkpoint(out, config, spec)  # nothing to resume, or the wrong protocol: say so now
     elif out.exists() and any(out.iterdir()):
@@ -210,9 +212,13 @@ def run_config(
         from splitfed.runtime.threads import run_in_threads
 
         return run_in_threads(config, out, resume=resume, timeout=None, progress=not quiet)
+    from splitfed import registry
     from splitfed.runtime.launcher import launch
 
-    return launch(config, out, transport=transport, quiet=quiet, encrypt=encrypt, resume=resume)
+    distributed = registry.get(config.protocol).distributed
+    return launch(
+        config, out, transport=transport, quiet=quiet, encrypt=encrypt, resume=resume, distributed=distributed
+    )
 
 
 __all__ = ["RunResult", "SplitFedError", "run", "run_config"]

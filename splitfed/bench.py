@@ -1,9 +1,11 @@
 """``splitfed bench``: every protocol on the same data, model, epochs and seeds, side by side.
 
 Each run is a real multi-process ``splitfed run`` (run one after another, so they do not
-compete for the cores). A failed run is reported in the table with its error; the others
-still finish. Progress (one line as each run starts and ends) goes to this module's
-logger, which the CLI shows on stderr. The folder it writes:
+compete for the cores). Every run's parties fork from one zygote (:mod:`splitfed.runtime.zygote`),
+started once for the whole bench, so torch is imported once, not three times per run; each party
+is still a fresh process of its own, so the results are those of separate commands. A failed
+run is reported in the table with its error; the others still finish. Progress (one line as
+each run starts and ends) goes to this module's logger, which the CLI shows on stderr. The folder it writes:
 
 * ``results.csv``, ``results.md``: one row per protocol, means ± std over the seeds;
 * ``curves.png``: test accuracy and loss per round, one line per protocol;
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitfed.errors import SplitFedError
 from splitfed.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -69,33 +72,44 @@ def flags_for(protocol: str, common: list[str]) -> list[str]:
 
 
 def run_one(protocol: str, seed: int, folder: Path, common: list[str], timeout: float) -> BenchRun:
+    """One ``splitfed run``: its parties forked from this bench's one zygote, or (no zygote) a new command."""
+    from splitfed.runtime.zygote import use_zygote
+
     run = BenchRun(protocol, seed, folder)
-    cmd = [
-        sys.executable,
-        "-m",
-        "splitfed",
-        "run",
-        protocol,
-        *flags_for(protocol, common),
-        "--seed",
-        str(seed),
-        "--out",
-        str(folder),
-        "--quiet",
-    ]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        run.error = f"timed out after {timeout:g} s"
-        return run
-    if res.returncode != 0:
-        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("error:")]
-        run.error = (errors[0] if errors else (lines[-1] if lines else f"exit status {res.returncode}"))[:300]
+    argv = ["run", protocol, *flags_for(protocol, common), "--seed", str(seed), "--out", str(folder), "--quiet"]
+    run.error = (_in_zygote if use_zygote() else _in_process)(argv, timeout)
+    if run.error:
         return run
     run.summary = json.loads((folder / "summary.json").read_text())
     run.rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return run
+
+
+def _in_zygote(argv: list[str], timeout: float) -> str:
+    """Check and launch ``splitfed ARGV`` from the zygote every run of the bench shares; the error, or ""."""
+    from splitfed.cli_run import execute, plan_via_zygote
+
+    try:
+        code, plan = plan_via_zygote(argv)
+        if plan is None:
+            return f"exit status {code}"
+        execute(plan, timeout=timeout)
+    except SplitFedError as exc:
+        return f"error: {exc}"[:300]
+    return ""
+
+
+def _in_process(argv: list[str], timeout: float) -> str:
+    """Run ``splitfed ARGV`` as a command of its own; the first ``error:`` line it printed, or ""."""
+    try:
+        res = subprocess.run([sys.executable, "-m", "splitfed", *argv], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:g} s"
+    if res.returncode == 0:
+        return ""
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors[0] if errors else (lines[-1] if lines else f"exit status {res.returncode}"))[:300]
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from splitfed import registry
 from splitfed.api import default_out
-from splitfed.cli_parser import BUILTIN_NOTE, build_parser
+from splitfed.cli_parser import _command_in, build_parser
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, SplitFedError, Terminated
 from splitfed.protocol import DataRequest, ProtocolSpec
@@ -67,7 +67,7 @@ def config_from_args(args: argparse.Namespace, spec: ProtocolSpec) -> RunConfig:
     )
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     log_file = os.environ.get("SPLITFED_LOG_FILE")
     handlers: list[logging.Handler] = []
@@ -83,46 +83,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """``splitfed run``: the flags become a RunConfig, and :mod:`splitfed.api` does the rest."""
-    from splitfed.api import prepare, run_config
+    """``splitfed run`` in this process (``SPLITFED_NO_ZYGOTE=1``): the flags become a checked plan, then a run."""
+    from splitfed.cli_run import finish, plan_run
 
-    spec = registry.get(args.protocol)
-    if args.resume is not None:
-        config = RunConfig.from_file(args.resume / "config.json")
-        if config.protocol != spec.name:
-            raise SplitFedError(
-                f"{args.resume} is a {config.protocol} run; resume it with `splitfed run {config.protocol}`"
-            )
-        config = config.replace(epochs=args.epochs) if args.epochs is not None else config
-        out = args.resume
-    else:
-        config = config_from_args(args, spec)
-        out = args.out or default_out(spec.name)
-    prepare(config, out, resume=args.resume is not None)  # every check, before any process starts
-    mark("checked")
-    if not args.quiet:
-        data = f"{config.data} ({BUILTIN_NOTE})" if config.data == "digits" else config.data
-        print(
-            f"splitfed {spec.name}: {config.clients} client(s), {config.epochs} epoch(s), data {data}", file=sys.stderr
-        )
-        print(f"run folder: {out}", file=sys.stderr)
-    try:
-        summary_path = run_config(
-            config,
-            out,
-            resume=args.resume is not None,
-            transport=args.transport,
-            quiet=args.quiet,
-            encrypt=args.encrypt,
-            checked=True,
-        )
-    except (KeyboardInterrupt, Terminated) as exc:
-        print(f"\ninterrupted; partial results in {out}", file=sys.stderr)
-        if (out / "summary.json").exists():
-            print(out / "summary.json")
-        return 130 if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
-    _print_summary(summary_path)
-    return 0
+    return finish(plan_run(args))
 
 
 def final_line(s: dict) -> str:
@@ -137,7 +101,7 @@ def final_line(s: dict) -> str:
     )
 
 
-def _print_summary(path: Path) -> None:
+def print_summary(path: Path) -> None:
     print(final_line(json.loads(path.read_text())), file=sys.stderr)
     print(path)
 
@@ -381,10 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         argv = sys.argv[1:] if argv is None else argv
+        asks_help = {"-h", "--help"} & set(argv)  # help needs the protocols' flags, not the zygote's preloads
+        if _command_in(argv) == "run" and not asks_help and not os.environ.get("SPLITFED_LOG_FILE"):
+            from splitfed.runtime.zygote import use_zygote
+
+            if use_zygote():  # this process imports no torch: the checks and the parties fork from a zygote
+                setup_logging(bool({"-v", "--verbose"} & set(argv[: argv.index("run")])))
+                from splitfed.cli_run import run_via_zygote
+
+                return run_via_zygote(argv)
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         mark("command parsed")
-        _setup_logging(args.verbose)
+        setup_logging(args.verbose)
         if args.command == "protocols":
             for name in registry.available():
                 print(f"{name:12s} {registry.get(name).summary}")

@@ -31,11 +31,12 @@ def party_from_argv(argv: list[str]) -> str:
     return "command"
 
 
-def mark(event: str, at: float | None = None) -> None:
-    """Record that ``event`` happened now (or at ``at``), if a timeline was asked for."""
+def mark(event: str, at: float | None = None, extra: dict | None = None) -> None:
+    """Record that ``event`` happened now (or at ``at``), with ``extra`` fields, if a timeline was asked for."""
     folder = os.environ.get(ENV)
     if not folder:
         return
-    line = json.dumps({"party": _party, "event": event, "t": time.time() if at is None else at, "pid": os.getpid()})
+    t = time.time() if at is None else at
+    line = json.dumps({"party": _party, "event": event, "t": t, "pid": os.getpid(), **(extra or {})})
     with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as fh:
         fh.write(line + "\n")

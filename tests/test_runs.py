@@ -20,20 +20,16 @@ def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def pids_of(name: str, out: Path) -> list[int]:
-    """Processes whose command line has ``--name NAME`` (and mentions ``out``'s run)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # this run's own party only: other runs on the machine (other test sessions) have a client-1 too
-        if b"--name" in args and name.encode() in args and any(str(out).encode() in a for a in args):
-            found.append(int(entry.name))
-    return found
+def pids_of(name: str, marks: Path) -> list[int]:
+    """The processes of party ``name`` in a run started with ``SPLITFED_TIMELINE=marks`` (forked parties share
+    the zygote's command line, so the run's own timeline names them)."""
+    found = set()
+    for path in marks.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            mark = json.loads(line)
+            if mark["party"] == name:
+                found.add(mark["pid"])
+    return sorted(found)
 
 
 def _umask() -> int:
@@ -116,16 +112,18 @@ def test_same_seed_same_numbers(splitfed_cmd, tmp_path: Path) -> None:
 
 
 def test_killed_client_fails_the_run_and_is_named(splitfed_cmd, tmp_path: Path) -> None:
-    out = tmp_path / "run"
+    out, marks = tmp_path / "run", tmp_path / "marks"
+    marks.mkdir()
     proc = subprocess.Popen(
         [*splitfed_cmd, "run", "sflv1", "--clients", "2", "--epochs", "500", "--out", str(out), "--timeout", "20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "SPLITFED_TIMELINE": str(marks)},
     )
     try:
         wait_for(out / "metrics.jsonl")
-        victims = [p for p in pids_of("client-1", out) if p != proc.pid]
+        victims = [p for p in pids_of("client-1", marks) if p != proc.pid]
         assert victims, "client-1's process not found"
         os.kill(victims[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=30)

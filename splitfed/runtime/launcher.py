@@ -1,8 +1,10 @@
 """``splitfed run``: one server and N client processes on this machine, watched until done.
 
-The parties are real OS processes started through the same ``splitfed server`` and
-``splitfed client`` commands a multi-machine user runs by hand. The launcher waits
-for them and propagates the first failure: every process is stopped, and the error
+The parties are real OS processes running the same ``splitfed server`` and
+``splitfed client`` commands a multi-machine user runs by hand. They are forked from one
+preloading process (:mod:`splitfed.runtime.zygote`), so torch is imported once, not once
+per party, and its pages are shared; the launcher itself imports no torch. The launcher
+waits for them and propagates the first failure: every process is stopped, and the error
 names the party, its exit status and the tail of its log.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from splitfed.config import RunConfig
 from splitfed.errors import PartyFailedError, SplitFedError, Terminated
+from splitfed.runtime import zygote
 from splitfed.runtime.outputs import RunWriter
 from splitfed.timeline import mark
 
@@ -35,7 +38,7 @@ SERVER_EXPLAINS = 5.0
 @dataclass
 class Party:
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | zygote.Forked
     log_path: Path
     started: float = field(default_factory=time.time)  # wall clock, to compare with file times
 
@@ -72,10 +75,6 @@ def make_address(transport: str) -> str:
     return f"ipc://{path}"
 
 
-def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "splitfed", *args]
-
-
 def launch(
     config: RunConfig,
     out: Path,
@@ -84,18 +83,17 @@ def launch(
     quiet: bool = False,
     encrypt: bool = False,
     resume: bool = False,
+    distributed: bool = True,
+    timeout: float | None = None,
 ) -> Path:
-    """Run a whole local run; return the path of summary.json. Raises PartyFailedError.
+    """Run a whole local run, checked already (:func:`splitfed.api.prepare`); return the path of summary.json.
 
-    With ``encrypt``, a fresh CURVE key pair for the server is written to ``out/keys``
-    and every connection is encrypted, as between machines. With ``resume``, the server
-    continues the run in ``out`` from its checkpoint.
+    Raises PartyFailedError. With ``encrypt``, a fresh CURVE key pair for the server is written
+    to ``out/keys`` and every connection is encrypted, as between machines. With ``resume``, the
+    server continues the run in ``out`` from its checkpoint. ``distributed``: whether the protocol
+    has client processes (centralized has none). ``timeout``: seconds before the run is stopped
+    and reported as failed (None: no limit).
     """
-    from splitfed import registry
-    from splitfed.runtime.membership import check_partial
-    from splitfed.transport.security import create_keys
-
-    check_partial(config)  # before any process starts
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     RunWriter(out).write_config(config.to_dict())
@@ -105,9 +103,11 @@ def launch(
     server_curve: list[str] = []
     client_curve: list[str] = []
     if encrypt:
+        from splitfed.transport.security import create_keys  # imports torch (through the transport package)
+
         public, secret = create_keys(out / "keys", "server")
         server_curve, client_curve = ["--curve-secret", str(secret)], ["--server-key", str(public)]
-    server_cmd = _command(
+    server_args = [
         "server",
         "--config",
         str(out / "config.json"),
@@ -120,8 +120,9 @@ def launch(
         *server_curve,
         *(["--quiet"] if quiet else []),
         *(["--resume"] if resume else []),
-    )
-    parties = [_start("server", server_cmd, out, env, inherit_stderr=True)]
+    ]
+    starter = _Starter(out, env)
+    parties = [starter.start("server", server_args, inherit_stderr=True)]
     data_flags = [
         "--data",
         config.data,
@@ -136,9 +137,9 @@ def launch(
         "--shard",
         "auto",
     ]
-    for i in range(config.clients if registry.get(config.protocol).distributed else 0):
+    for i in range(config.clients if distributed else 0):
         name = f"client-{i}"
-        cmd = _command(
+        client_args = [
             "client",
             "--server",
             address,
@@ -156,11 +157,11 @@ def launch(
             "--state-dir",
             str(out / "clients"),
             *client_curve,
-        )
-        parties.append(_start(name, cmd, out, env))
+        ]
+        parties.append(starter.start(name, client_args))
     mark("parties spawned")
     try:
-        _watch(parties, out, spare_clients=config.min_clients > 0)
+        _watch(parties, out, spare_clients=config.min_clients > 0, timeout=timeout)
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
         _stop(parties, first=signal.SIGINT, settle=GRACE)
@@ -169,38 +170,63 @@ def launch(
         # SIGTERM reached this launcher alone: pass it on, so every party stops cleanly too.
         _stop(parties, first=signal.SIGTERM)
         raise
-    _record_peak_memory(out / "summary.json")
+    _record_peak_memory(out / "summary.json", starter.peak_kb())
     return out / "summary.json"
 
 
-def _record_peak_memory(summary_path: Path) -> None:
-    """Add the peak resident memory of the largest party (all have exited) to summary.json."""
+def _record_peak_memory(summary_path: Path, peak_kb: int) -> None:
+    """Add the peak resident memory of the largest party (all have exited), in KiB, to summary.json."""
     import json
-    import resource
 
     from splitfed.files import atomic_write_json
 
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child
     summary = json.loads(summary_path.read_text())
     summary["peak_memory_mb"] = round(peak_kb / 1024, 1)
     atomic_write_json(summary_path, summary)
 
 
-def _start(name: str, cmd: list[str], out: Path, env: dict, inherit_stderr: bool = False) -> Party:
-    log_path = out / "logs" / f"{name}.log"
-    with open(log_path, "ab") as fh:
-        if inherit_stderr:  # the server's progress goes to our terminal, its log lines to the file
-            env = {**env, "SPLITFED_LOG_FILE": str(log_path)}
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-        else:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    return Party(name, proc, log_path)
+class _Starter:
+    """Starts the parties of one run: forked from the zygote, or (``SPLITFED_NO_ZYGOTE=1``) as new processes."""
+
+    def __init__(self, out: Path, env: dict[str, str]) -> None:
+        self.out, self.env = out, env
+        self.forked = zygote.use_zygote()
+        self.peaks = zygote.peak_queue() if self.forked else None
+
+    def start(self, name: str, args: list[str], inherit_stderr: bool = False) -> Party:
+        """Start ``splitfed ARGS``; its output goes to RUN/logs/NAME.log (the server's progress to our stderr)."""
+        log_path = self.out / "logs" / f"{name}.log"
+        env = {**self.env, "SPLITFED_LOG_FILE": str(log_path)} if inherit_stderr else self.env
+        if self.forked:
+            stdout, stderr = (os.devnull, None) if inherit_stderr else (str(log_path), str(log_path))
+            proc = zygote.fork(zygote.run_party, args, env, os.getcwd(), stdout, stderr, self.peaks, name=name)
+            return Party(name, proc, log_path)
+        with open(log_path, "ab") as fh:
+            cmd = [sys.executable, "-m", "splitfed", *args]
+            if inherit_stderr:  # the server's progress goes to our terminal, its log lines to the file
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+            else:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        return Party(name, proc, log_path)
+
+    def peak_kb(self) -> int:
+        """The peak resident memory of the largest party, in KiB (every party has exited)."""
+        if self.peaks is None:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child
+        found = [0]
+        while not self.peaks.empty():
+            found.append(self.peaks.get()[1])
+        return max(found)
 
 
-def _watch(parties: list[Party], out: Path, spare_clients: bool = False) -> None:
+def _watch(parties: list[Party], out: Path, spare_clients: bool = False, timeout: float | None = None) -> None:
     """Wait for every party; the first failure stops them all. With ``spare_clients`` (--min-clients)
-    a client that fails is only reported: the server drops it and goes on while enough remain."""
+    a client that fails is only reported: the server drops it and goes on while enough remain.
+    After ``timeout`` seconds every party is stopped and the run fails."""
     server = parties[0]
+    deadline = None if timeout is None else time.monotonic() + timeout
     server_done_at: float | None = None
     lost: set[str] = set()
     while True:
@@ -219,6 +245,9 @@ def _watch(parties: list[Party], out: Path, spare_clients: bool = False) -> None
                 stuck = [p for p in parties if p.proc.returncode is None]
                 _stop(stuck)
                 raise PartyFailedError(stuck[0].name, f"still running {GRACE:g} s after the server finished")
+        if deadline is not None and time.monotonic() > deadline:
+            _stop(parties)
+            raise SplitFedError(f"timed out after {timeout:g} s")
         time.sleep(POLL)
 
 
