@@ -45,7 +45,8 @@ LABELS = Option(
     "server",
     "who holds the labels: the server (default: they travel with the activations, as in the SplitFed paper) "
     "or the client, which keeps the model's last --head-blocks blocks too (the U-shaped split): the server "
-    "runs the middle and never receives labels, logits or losses",
+    "runs the middle and never receives labels, logits or a batch's loss (it does get each client's round "
+    "totals and test confusion matrix, for the metrics)",
     choices=("server", "client"),
 )
 HEAD_BLOCKS = Option(

@@ -21,6 +21,9 @@ from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, DataError
 from splitfed.files import atomic_write_json
 
+#: the protocols whose clients send cut activations (and get a gradient back): what the attacks read
+SMASHED = ("sflv1", "sflv2", "sl")
+
 
 def _client_half(run: Path, facts: dict[str, Any], config: RunConfig) -> torch.nn.Module:
     from splitfed.models import build_model, split_model
@@ -129,6 +132,11 @@ def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path 
         raise ConfigError(f"{run} is not a run folder: it has no config.json")
     config = RunConfig.from_file(run / "config.json")
     facts = json.loads((run / "config.json").read_text())
+    if config.protocol not in SMASHED:
+        raise ConfigError(
+            f"{run} is a {config.protocol} run: no activations and no returned gradients cross its wire; "
+            f"the label attack reads split runs ({', '.join(SMASHED)})"
+        )
     report: dict[str, Any] = {"run": str(run), "labels": facts.get("labels", "server")}
     if report["labels"] != "client":
         report.update(accuracy=1.0, note="the labels travel with the activations: the server reads them")
@@ -144,7 +152,13 @@ def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path 
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         for when, weights in (("first_round", None), ("checkpoint", state)):
             grads = head_input_gradients(
-                *_three_parts(config, facts, weights), x, y, batch=config.batch_size, release=release
+                *_three_parts(config, facts, weights),
+                x,
+                y,
+                batch=config.batch_size,
+                release=release,
+                smoothing=config.label_smoothing,
+                precision=config.precision,
             )
             report[when] = infer_labels(grads, y, len(facts["classes"]), seed=seed).to_dict()
         report["accuracy"] = max(report["first_round"]["accuracy"], report["checkpoint"]["accuracy"])

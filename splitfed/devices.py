@@ -58,11 +58,12 @@ def use_precision(device: torch.device, precision: str) -> None:
 
     TF32 keeps 10 bits of mantissa; over a few rounds that moves a run's losses far enough that a
     CUDA run no longer matches the same run on the CPU. A process-wide switch, set the same way by
-    every party of a run; the mixed precisions leave PyTorch's defaults alone.
+    every party of a run (and by ``splitfed evaluate`` and ``predict``, which compute in float32); the
+    mixed precisions get PyTorch's defaults back.
     """
-    if device.type == "cuda" and precision == "32":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    if device.type == "cuda":  # set both ways: threads of one process may run one precision, then another
+        torch.backends.cudnn.allow_tf32 = precision != "32"  # PyTorch's default, for the mixed precisions
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default either way
 
 
 def native_bf16() -> bool:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.config import RunConfig
+from splitfed.devices import use_precision
 from splitfed.errors import ConfigError, DataError
 from splitfed.files import atomic_write_json
 from splitfed.metrics import Tally
@@ -103,6 +104,7 @@ def load_model(run: Path, *, checkpoint: str | Path | None = None, device: str =
         raise ConfigError(f"{path} does not exist ({why})")
     state = torch.load(path, map_location="cpu", weights_only=True)  # our own file, and weights only all the same
     classes, shape = list(facts["classes"]), tuple(facts["input_shape"])
+    use_precision(torch.device(device), "32")  # these figures are float32 whatever the run's --precision
     predict = _predictor(config, facts, state, classes, shape, torch.device(device))
     return LoadedModel(config, classes, shape, predict, path, state.get("round"))
 

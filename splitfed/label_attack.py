@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitfed.devices import autocast
+
 
 @dataclass
 class LabelAttackResult:
@@ -47,10 +49,14 @@ def head_input_gradients(
     *,
     batch: int = 32,
     release=None,
+    smoothing: float = 0.0,
+    precision: str = "32",
 ) -> torch.Tensor:
     """The gradient at the head's input that a client returns for each row of ``x`` (one row each), in
     training batches of ``batch`` with the mean loss, as ``--labels client`` sends it. ``release`` is the
-    client's defence on its front's activations (clipping, noise), as in the run."""
+    client's defence on its front's activations (clipping, noise), as in the run; ``smoothing`` and
+    ``precision`` are the run's ``--label-smoothing`` and ``--precision``. The parts are in eval mode
+    (the built-in models hold no dropout or batch statistics, so that is their training arithmetic)."""
     grads = []
     for start in range(0, len(x), batch):
         rows, labels = x[start : start + batch], y[start : start + batch]
@@ -58,9 +64,12 @@ def head_input_gradients(
             acts = front(rows)
             if release is not None:
                 acts = release(acts, torch.Generator().manual_seed(start))
-            out = middle(acts)
-        out.requires_grad_(True)
-        F.cross_entropy(head(out), labels).backward()
+            with autocast(acts.device, precision):
+                out = middle(acts)
+        out = out.detach().requires_grad_(True)
+        with autocast(out.device, precision):
+            logits = head(out)
+        F.cross_entropy(logits.float(), labels, label_smoothing=smoothing).backward()
         grads.append(out.grad.reshape(len(rows), -1))
     return torch.cat(grads)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from splitfed.errors import DivergedError
+from splitfed.errors import DivergedError, ProtocolError
 
 
 def finite_loss(value: float, what: str = "loss") -> float:
@@ -68,10 +68,22 @@ class Tally:
         }
 
     def add_meta(self, meta: dict) -> None:
-        """Merge a tally reported with :meth:`to_meta` (a confusion matrix is optional)."""
-        self.add_counts(meta["loss_sum"], meta["correct"], meta["count"])
-        if "confusion" in meta:
-            self.confusion += np.asarray(meta["confusion"], dtype=np.int64).reshape(self.confusion.shape)
+        """Merge a tally a peer reported with :meth:`to_meta` (a confusion matrix is optional).
+
+        What a peer reports is checked: a missing or mistyped figure, a negative count or a confusion
+        matrix of the wrong shape is a :class:`ProtocolError`, never a bare KeyError."""
+        try:
+            loss_sum, correct, count = float(meta["loss_sum"]), int(meta["correct"]), int(meta["count"])
+            confusion = np.asarray(meta["confusion"], dtype=np.int64) if "confusion" in meta else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"a malformed metrics report ({exc!r}): want loss_sum, correct and count") from None
+        if count < 0 or not 0 <= correct <= count:
+            raise ProtocolError(f"a metrics report counts {correct} correct of {count}")
+        if confusion is not None and (confusion.shape != self.confusion.shape or (confusion < 0).any()):
+            raise ProtocolError(f"a metrics report's confusion matrix is {confusion.shape}, not {self.confusion.shape}")
+        self.add_counts(loss_sum, correct, count)
+        if confusion is not None:
+            self.confusion += confusion
 
     @property
     def loss(self) -> float:

@@ -159,7 +159,7 @@ def test_the_flags_are_checked() -> None:
         check_smashed(RunConfig(protocol="fedavg", dp_clip=1.0), get_protocol("fedavg"))
     strong = RunConfig(protocol="sflv1", privacy="strong")
     assert strong.dp_noise > 0 and strong.dp_clip > 0
-    assert (strong.model, strong.cut) == ("cnn", 3)  # the model and cut the privacy table measured
+    assert (strong.model, strong.cut) == ("cnn-narrow", 3)  # the model and cut the privacy table measured
     assert RunConfig(protocol="sflv1", privacy="strong", model="mobilenet").model == "mobilenet"
     assert RunConfig(protocol="sflv1", privacy="strong", dp_clip=3.0).dp_clip == 3.0  # a given flag wins
     assert RunConfig.from_dict(strong.to_dict()) == strong  # the server's copy, sent to clients, is the same

@@ -53,3 +53,24 @@ def test_the_command_prints_a_table_and_writes_json(splitfed_cmd, tmp_path: Path
     assert res.stdout.strip() == str(tmp_path / "ev" / "evaluation.json")
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert report["rows"] == 1797 and "precision" in res.stderr and "digits (all rows)" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"correct": 1, "count": 2},  # no loss
+        {"loss_sum": "x", "correct": 1, "count": 2},
+        {"loss_sum": 1.0, "correct": 3, "count": 2},  # more right than seen
+        {"loss_sum": 1.0, "correct": 1, "count": 2, "confusion": [[1, 0], [0, 1]]},  # not 3x3
+    ],
+)
+def test_a_malformed_metrics_report_is_a_protocol_error(meta: dict) -> None:
+    from splitfed.errors import ProtocolError
+    from splitfed.metrics import Tally
+
+    tally = Tally(3)
+    with pytest.raises(ProtocolError, match="metrics report"):
+        tally.add_meta(meta)
+    assert tally.count == 0  # nothing half-merged
+    tally.add_meta({"loss_sum": 1.0, "correct": 1, "count": 2, "confusion": [[1, 0, 0], [1, 0, 0], [0, 0, 0]]})
+    assert (tally.count, tally.correct) == (2, 1)

@@ -114,3 +114,12 @@ def test_multi_process_bf16_run_on_cuda(run_protocol) -> None:
         "sflv1", "--clients", "2", "--epochs", "2", "--device", "cuda", "--precision", "bf16-mixed"
     )
     assert summary["test_accuracy"] > 0.8
+
+
+def test_precision_32_turns_tf32_off_and_the_mixed_ones_back_on() -> None:
+    from splitfed.devices import use_precision
+
+    use_precision(torch.device("cuda"), "32")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    use_precision(torch.device("cuda"), "bf16-mixed")
+    assert torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32

@@ -51,3 +51,12 @@ def test_splitfed_attack_labels_reports_a_label_private_run(tmp_path: Path, caps
     assert "labels on the server" in capsys.readouterr().err
     assert main(["attack", str(vanilla), "--labels", "--aux", "digits"]) == 1
     assert "--aux" in capsys.readouterr().err
+
+
+def test_the_label_attack_refuses_a_run_with_no_cut(tmp_path: Path, capsys) -> None:
+    """FedAvg sends whole models: no activations, no returned gradients, nothing for the attack to read."""
+    from splitfed.cli import main
+
+    run_in_threads(RunConfig(protocol="fedavg", clients=2, epochs=1, seed=5), tmp_path / "fedavg")
+    assert main(["attack", str(tmp_path / "fedavg"), "--labels"]) == 1
+    assert "is a fedavg run: no activations" in capsys.readouterr().err
