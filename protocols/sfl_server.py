@@ -19,7 +19,7 @@ from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
 from .concurrent_steps import Lockstep
-from .handshake import Joined
+from .handshake import Joined, check_joiner
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class SFLServerBase(ServerRole):
         return Message("ack", tensors=self.client_state)
 
     def join(self, peer: str, ready: dict) -> None:
+        check_joiner(peer, ready, self.classes, self.shape)
         self.n_train[peer] = int(ready["n_train"])
 
     def half_keys(self) -> list[str]:

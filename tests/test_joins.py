@@ -1,0 +1,202 @@
+"""Members that arrive late, go while loading, or go between a round's plan and its start (threads, memory://).
+
+Each test runs a real server and real clients in threads of this process over the in-process
+transport, which encodes and decodes every message; clients are started and lost at round
+boundaries (read from metrics.jsonl), never after a fixed delay.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from splitfed.config import RunConfig
+from splitfed.errors import RemoteError
+from splitfed.protocol import DataRequest
+from splitfed.runtime.client import run_client
+from splitfed.runtime.membership import sample
+from splitfed.runtime.server import serve
+from splitfed.transport.base import ClientTransport, Frames
+from splitfed.transport.link import ClientLink
+from splitfed.transport.schemes import client_transport, server_transport
+from splitfed.wire import RUNTIME_KINDS, Message
+
+WAIT = 300.0  # a broken test fails after this instead of hanging
+
+
+class Party:
+    """A server and clients in threads; each party's outcome (its return value or its error) by name."""
+
+    def __init__(self, config: RunConfig, out: Path) -> None:
+        self.config, self.out = config, out
+        self.address = f"memory://splitfed-{uuid.uuid4().hex}"
+        self.outcome: dict[str, Any] = {}
+        self.threads: list[threading.Thread] = []
+        bound = server_transport(self.address, max_bytes=config.max_bytes, send_timeout=config.timeout)
+        self._start(
+            "server", lambda: serve(config.replace(threads=1), self.address, out, progress=False, transport=bound)
+        )
+
+    def client(self, name: str, data: DataRequest | None = None, transport: ClientTransport | None = None) -> None:
+        cfg = self.config
+        data = data or DataRequest(source=cfg.data, seed=cfg.seed, shard="auto")
+        self._start(
+            name, lambda: run_client(self.address, name, data, timeout=cfg.timeout, threads=1, transport=transport)
+        )
+
+    def _start(self, name: str, work: Any) -> None:
+        def body() -> None:
+            try:
+                self.outcome[name] = work()
+            except BaseException as exc:  # noqa: BLE001 - the test reads it
+                self.outcome[name] = exc
+
+        self.threads.append(threading.Thread(target=body, name=name, daemon=True))
+        self.threads[-1].start()
+
+    def rows(self) -> list[dict[str, Any]]:
+        path = self.out / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def after_round(self, rnd: int) -> None:
+        """Return once round ``rnd`` is recorded."""
+        limit = time.monotonic() + WAIT
+        while len(self.rows()) < rnd:
+            assert time.monotonic() < limit, f"round {rnd} was not recorded within {WAIT:g} s"
+            time.sleep(0.05)
+
+    def finish(self) -> dict[str, Any]:
+        for t in self.threads:
+            t.join(WAIT)
+            assert not t.is_alive(), f"{t.name} did not finish within {WAIT:g} s"
+        return json.loads((self.out / "summary.json").read_text())
+
+
+def _members(party: Party, n: int) -> None:
+    for i in range(n):
+        party.client(f"client-{i}")
+
+
+def test_a_newcomer_with_its_own_data_joins_at_the_next_round(tmp_path: Path) -> None:
+    """A client with a new name that arrives after the start joins at the next round boundary, with the
+    global weights, and trains from then on; members keep their shards."""
+    config = RunConfig(protocol="sflv1", clients=2, epochs=4, min_clients=1, timeout=30)
+    party = Party(config, tmp_path / "run")
+    _members(party, 2)
+    party.after_round(1)
+    party.client("newcomer", DataRequest(source="digits", shard="all"))  # it brings its own data
+    summary = party.finish()
+    rows = party.rows()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 4
+    joined = next(r["round"] for r in rows if r.get("joined") == ["newcomer"])
+    assert joined >= 2
+    for row in rows:  # every member trains every round: the newcomer from the round it joined at
+        expected = ["client-0", "client-1"] + (["newcomer"] if row["round"] >= joined else [])
+        assert row["participants"] == expected
+    assert party.outcome["newcomer"] == 4 and party.outcome["client-0"] == 4  # both ran to the last round
+    assert summary["test_accuracy"] > 0.6
+
+
+OTHER_DATA = """
+import torch
+
+def three_classes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 1, 8, 8, generator=g)
+    return x, torch.arange(60) % 3
+"""
+
+
+def test_a_newcomer_whose_data_does_not_match_is_refused_and_the_run_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "other.py").write_text(textwrap.dedent(OTHER_DATA))
+    config = RunConfig(protocol="fedavg", clients=2, epochs=4, min_clients=1, timeout=30)
+    party = Party(config, tmp_path / "run")
+    _members(party, 2)
+    party.after_round(1)
+    party.client("stranger", DataRequest(source=f"{tmp_path / 'other.py'}:three_classes", shard="all"))
+    summary = party.finish()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 4
+    refusal = party.outcome["stranger"]
+    assert isinstance(refusal, RemoteError)
+    assert "classes ['0', '1', '2']" in str(refusal) and "this run's classes" in str(refusal)
+    assert all("stranger" not in r["participants"] and "joined" not in r for r in party.rows())
+
+
+def test_a_newcomer_on_a_shard_of_the_shared_data_is_refused(tmp_path: Path) -> None:
+    """Under `splitfed run` the shared dataset's shards all belong to the members: --shard auto cannot join."""
+    config = RunConfig(protocol="fedavg", clients=2, epochs=4, min_clients=1, timeout=30)
+    party = Party(config, tmp_path / "run")
+    _members(party, 2)
+    party.after_round(1)
+    party.client("extra", DataRequest(source="digits", shard="auto"))
+    summary = party.finish()
+    assert summary["status"] == "completed"
+    assert isinstance(party.outcome["extra"], RemoteError) and "--shard all" in str(party.outcome["extra"])
+
+
+def test_a_joiner_lost_while_loading_its_data_does_not_end_the_run(tmp_path: Path) -> None:
+    """--clients-per-round without --min-clients: a late joiner that goes before ``ready`` is left out."""
+    config = RunConfig(protocol="sflv2", clients=3, epochs=4, clients_per_round=2, timeout=30, join_timeout=8)
+    party = Party(config, tmp_path / "run")
+    _members(party, 3)
+    party.after_round(1)
+    link = ClientLink(client_transport(party.address, "late", max_bytes=1 << 20, connect_timeout=30), timeout=30)
+    link.kinds = RUNTIME_KINDS
+    welcome = link.request(Message("hello", meta={"version": _version(), "timeout": 30, "shard": "all"}))
+    assert welcome.kind == "welcome"
+    link.close()  # gone before ready
+    summary = party.finish()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 4
+    lost = [r for r in party.rows() if "lost" in r]
+    assert [r["lost"] for r in lost] == [["late"]] and all("late" not in r["participants"] for r in party.rows())
+
+
+def _version() -> str:
+    from splitfed import __version__
+
+    return __version__
+
+
+class DiesAfterEvalDone(ClientTransport):
+    """Wraps a client's transport: after sending round ``rnd``'s ``eval_done`` it closes (the process died)."""
+
+    def __init__(self, inner: ClientTransport, rnd: int) -> None:
+        self.inner, self.rnd = inner, rnd
+        self.address, self.name = inner.address, inner.name
+
+    def send(self, frames: Frames, *, block: bool = True) -> bool:
+        head = json.loads(bytes(frames[0]))
+        sent = self.inner.send(frames, block=block)
+        if head.get("kind") == "eval_done" and head.get("round") == self.rnd:
+            self.inner.close()
+        return sent
+
+    def recv(self, timeout: float) -> list[Any] | None:
+        return self.inner.recv(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_planned_client_lost_before_its_round_starts_is_replaced_to_keep_min_clients(tmp_path: Path) -> None:
+    """Round 3's plan picks two of three clients; one of them dies as round 2's answers go out. The round
+    starts with --min-clients 2 all the same: a member that was to sit out trains in its place."""
+    config = RunConfig(protocol="sflv1", clients=3, epochs=4, clients_per_round=2, min_clients=2, timeout=30)
+    members = [f"client-{i}" for i in range(3)]
+    victim = sample(members, 2, seed=config.seed, rnd=3)[0]
+    party = Party(config, tmp_path / "run")
+    for name in members:
+        inner = client_transport(party.address, name, max_bytes=config.max_bytes, connect_timeout=30)
+        party.client(name, transport=DiesAfterEvalDone(inner, 2) if name == victim else inner)
+    summary = party.finish()
+    rows = party.rows()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 4
+    assert rows[2]["lost"] == [victim]
+    assert rows[2]["participants"] == [p for p in members if p != victim]  # the one left, and one drafted in
+    assert rows[3]["participants"] == [p for p in members if p != victim]
+    assert "below_min_clients" not in rows[2]
