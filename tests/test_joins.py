@@ -162,17 +162,20 @@ def _version() -> str:
     return __version__
 
 
-class DiesAfterEvalDone(ClientTransport):
-    """Wraps a client's transport: after sending round ``rnd``'s ``eval_done`` it closes (the process died)."""
+class Dies(ClientTransport):
+    """Wraps a client's transport: the process dies as it sends round ``rnd``'s ``kind`` (after it, or before)."""
 
-    def __init__(self, inner: ClientTransport, rnd: int) -> None:
-        self.inner, self.rnd = inner, rnd
+    def __init__(self, inner: ClientTransport, kind: str, rnd: int, *, before: bool = False) -> None:
+        self.inner, self.kind, self.rnd, self.before = inner, kind, rnd, before
         self.address, self.name = inner.address, inner.name
 
     def send(self, frames: Frames, *, block: bool = True) -> bool:
         head = json.loads(bytes(frames[0]))
+        last = head.get("kind") == self.kind and head.get("round") == self.rnd
+        if last and self.before:
+            self.inner.close()
         sent = self.inner.send(frames, block=block)
-        if head.get("kind") == "eval_done" and head.get("round") == self.rnd:
+        if last:
             self.inner.close()
         return sent
 
@@ -192,7 +195,7 @@ def test_a_planned_client_lost_before_its_round_starts_is_replaced_to_keep_min_c
     party = Party(config, tmp_path / "run")
     for name in members:
         inner = client_transport(party.address, name, max_bytes=config.max_bytes, connect_timeout=30)
-        party.client(name, transport=DiesAfterEvalDone(inner, 2) if name == victim else inner)
+        party.client(name, transport=Dies(inner, "eval_done", 2) if name == victim else inner)
     summary = party.finish()
     rows = party.rows()
     assert summary["status"] == "completed" and summary["rounds_done"] == 4
@@ -200,3 +203,17 @@ def test_a_planned_client_lost_before_its_round_starts_is_replaced_to_keep_min_c
     assert rows[2]["participants"] == [p for p in members if p != victim]  # the one left, and one drafted in
     assert rows[3]["participants"] == [p for p in members if p != victim]
     assert "below_min_clients" not in rows[2]
+
+
+def test_sl_goes_on_when_the_client_whose_turn_is_next_goes_before_asking_for_it(tmp_path: Path) -> None:
+    """SL: client-0, first in round 2's order, dies before it asks for its turn; the others wait for theirs.
+    Its turn is skipped and the next client's begins."""
+    config = RunConfig(protocol="sl", clients=3, epochs=3, min_clients=2, timeout=5)
+    party = Party(config, tmp_path / "run")
+    for i in range(3):
+        inner = client_transport(party.address, f"client-{i}", max_bytes=config.max_bytes, connect_timeout=30)
+        party.client(f"client-{i}", transport=Dies(inner, "turn", 2, before=True) if i == 0 else inner)
+    summary = party.finish()
+    rows = party.rows()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 3, summary.get("error")
+    assert rows[1]["lost"] == ["client-0"] and rows[2]["participants"] == ["client-1", "client-2"]
