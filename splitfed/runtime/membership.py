@@ -248,12 +248,13 @@ class Membership:
                 try:
                     peer, msg = self.link.recv(expect=("ready", "hello"))
                 except (PeerLostError, RemoteError) as exc:
-                    if exc.peer not in waiting:
+                    if exc.peer in waiting:
+                        waiting.discard(exc.peer)
+                        self._lose_joiner(exc)
+                    elif isinstance(exc, PeerLostError):  # a member (told a keep-alive): the run's rules apply
+                        self.clients.drop(exc)
+                    else:
                         raise
-                    waiting.discard(exc.peer)
-                    self.link.forget(exc.peer)
-                    self.lost.append(exc.peer)
-                    log.warning("%s went while loading its data (%s); not joined", exc.peer, exc)
                     continue
                 if msg.kind == "hello":  # another newcomer: it joins at the next boundary
                     self._hello(peer, msg)
@@ -263,6 +264,11 @@ class Membership:
         finally:
             self.link.timeout = saved
         return got
+
+    def _lose_joiner(self, exc: PeerLostError | RemoteError) -> None:
+        self.link.forget(exc.peer)
+        self.lost.append(exc.peer)
+        log.warning("%s went while loading its data (%s); not joined", exc.peer, exc)
 
     def _await_quorum(self, role: Any, start: int) -> None:
         """Wait up to --rejoin-timeout for enough members to (re)join before round ``start``."""
@@ -282,7 +288,13 @@ class Membership:
                     self.link.timeout = deadline - time.monotonic()
                     if self.link.timeout <= 0:
                         raise PeerLostError("clients", "none came back")
-                    peer, msg = self.clients.recv("hello")
+                    try:
+                        peer, msg = self.clients.recv("hello")
+                    except PeerLostError as exc:  # a member that went while it waited: the run's rules apply
+                        if exc.peer not in self.link.clients:
+                            raise
+                        self.clients.drop(exc)
+                        continue
                     self._hello(peer, msg)
                 self._admit(role, start)
         except PeerLostError:
