@@ -8,12 +8,15 @@ boundaries (read from metrics.jsonl), never after a fixed delay.
 from __future__ import annotations
 
 import json
+import logging
 import textwrap
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from splitfed.config import RunConfig
 from splitfed.errors import RemoteError
@@ -141,7 +144,7 @@ def test_a_newcomer_on_a_shard_of_the_shared_data_is_refused(tmp_path: Path) -> 
 
 def test_a_joiner_lost_while_loading_its_data_does_not_end_the_run(tmp_path: Path) -> None:
     """--clients-per-round without --min-clients: a late joiner that goes before ``ready`` is left out."""
-    config = RunConfig(protocol="sflv2", clients=3, epochs=4, clients_per_round=2, timeout=30, join_timeout=8)
+    config = RunConfig(protocol="sflv2", clients=3, epochs=4, clients_per_round=2, timeout=30, join_timeout=20)
     party = Party(config, tmp_path / "run")
     _members(party, 3)
     party.after_round(1)
@@ -217,3 +220,32 @@ def test_sl_goes_on_when_the_client_whose_turn_is_next_goes_before_asking_for_it
     rows = party.rows()
     assert summary["status"] == "completed" and summary["rounds_done"] == 3, summary.get("error")
     assert rows[1]["lost"] == ["client-0"] and rows[2]["participants"] == ["client-1", "client-2"]
+
+
+def test_a_member_lost_while_a_joiner_loads_its_data_is_dropped_and_the_run_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the server waits for a joiner's ``ready`` at a boundary, the members wait for their answers and get
+    keep-alives; client-1's connection goes then (a keep-alive to it fails). It is dropped by the run's rules
+    (--min-clients 1), the joiner that never says ready is left out, and client-0 trains on."""
+    caplog.set_level(logging.WARNING, logger="splitfed.runtime.membership")
+    config = RunConfig(protocol="fedavg", clients=2, epochs=4, min_clients=1, timeout=8, join_timeout=30)
+    party = Party(config, tmp_path / "run")
+    member = client_transport(party.address, "client-1", max_bytes=config.max_bytes, connect_timeout=30)
+    party.client("client-0")
+    party.client("client-1", transport=member)
+    party.after_round(1)
+    link = ClientLink(client_transport(party.address, "late", max_bytes=1 << 20, connect_timeout=30), timeout=30)
+    link.kinds = RUNTIME_KINDS
+    assert link.request(Message("hello", meta={"version": _version(), "timeout": 30, "shard": "all"})).kind == "welcome"
+    member.close()  # client-1 goes while the server waits for late's ready
+    limit = time.monotonic() + WAIT
+    while not any("client-1" in r.getMessage() and "no longer a member" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < limit, "client-1's loss was never noticed"
+        time.sleep(0.05)
+    link.close()  # and late goes before it is ready
+    summary = party.finish()
+    assert summary["status"] == "completed" and summary["rounds_done"] == 4, summary.get("error")
+    lost = [name for r in party.rows() for name in r.get("lost", [])]
+    assert sorted(lost) == ["client-1", "late"]
+    assert party.rows()[-1]["participants"] == ["client-0"]
