@@ -99,7 +99,7 @@ class Membership:
             if self.drafted:
                 log.warning("round %d: %s train in place of planned clients that went", rnd, ", ".join(self.drafted))
             here = [p for p in self.link.clients if p in here or p in self.drafted]
-        if not here:
+        if self.participants and not here:  # (a protocol without clients plans none)
             raise QuorumError(self._none_left(rnd, "every client planned for it went before it started"))
         self.participants = here
         self.clients.scope = list(here)
