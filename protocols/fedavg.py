@@ -20,7 +20,7 @@ from splitfed.peers import Clients, Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec, RoundResult, ServerRole
 from splitfed.wire import Message
 
-from .handshake import Joined, describe_shard
+from .handshake import Joined, check_joiner, describe_shard
 from .local_training import evaluate_local, train_local
 from .sfl_client import load_shard
 from .split_steps import state_copy
@@ -88,7 +88,8 @@ class FedAvgServer(ServerRole):
         return Message("ack", tensors=self.state)
 
     def join(self, peer: str, ready: dict[str, Any]) -> None:
-        return None  # the weights of the average come with each client's own message
+        # the weights of the average come with each client's own message; its data must be like the others'
+        check_joiner(peer, ready, self.joined.classes, self.joined.shape)
 
     def train_round(self, clients: Clients, round: int) -> RoundResult:
         weights = clients.gather("weights")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitfed.data.shards import ClientShard
-from splitfed.errors import ProtocolError
+from splitfed.errors import ConfigError, ProtocolError
 
 
 def describe_shard(shard: ClientShard) -> dict[str, Any]:
@@ -51,4 +51,13 @@ class Joined:
                 "classes": list(first["classes"]),
                 "input_shape": list(first["shape"]),
             },
+        )
+
+
+def check_joiner(peer: str, ready: dict[str, Any], classes: list[str], shape: tuple[int, ...]) -> None:
+    """A client that joins after the start must hold the run's classes and input shape (ConfigError if not)."""
+    if list(ready.get("classes", [])) != list(classes) or list(ready.get("shape", [])) != list(shape):
+        raise ConfigError(
+            f"{peer} holds classes {ready.get('classes')} of shape {ready.get('shape')}, but this run's classes are "
+            f"{list(classes)} of shape {list(shape)}: a member needs the same (check its --data)"
         )

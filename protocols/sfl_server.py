@@ -20,7 +20,7 @@ from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
 from .concurrent_steps import Lockstep
-from .handshake import Joined
+from .handshake import Joined, check_joiner
 from .label_private import head_blocks, labels_on_client, middle_backward, middle_eval, middle_forward
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
 
@@ -81,6 +81,7 @@ class SFLServerBase(ServerRole):
         return Message("ack", tensors=self.client_state)
 
     def join(self, peer: str, ready: dict) -> None:
+        check_joiner(peer, ready, self.classes, self.shape)
         self.n_train[peer] = int(ready["n_train"])
 
     def half_keys(self) -> list[str]:

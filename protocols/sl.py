@@ -65,14 +65,15 @@ class SLServer(SFLServerBase):
             hand_on()
 
         def skip(peer: str) -> None:
-            """A lost client's turn is skipped; what it trained of the client half is never handed on."""
+            """A lost client's turn is skipped; what it trained of the client half is never handed on. It may
+            have gone before it asked for its turn, holding up the next in line: the next turn begins either way."""
             nonlocal current
             if peer in queue:
                 queue.remove(peer)
             waiting.discard(peer)
             if current == peer:
                 current = None
-                hand_on()
+            hand_on()
 
         clients.gather("weights", on={"turn": turn, "forward": forward}, each=finished, lost=skip)
         clients.reply_all(Message("weights", tensors=self.client_state))

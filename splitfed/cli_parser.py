@@ -176,15 +176,15 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
             "--min-clients",
             type=int,
             default=d.min_clients,
-            help="with M >= 1, a lost client is dropped from its round (its work in that round discarded) and the run "
-            "goes on while at least M take part; 0 = a lost client ends the run (default %(default)s). "
-            "sflv1, sflv2, sl and fedavg",
+            help="with M >= 1, a lost client is dropped from its round (its work in that round discarded), the round "
+            "finishes with the others, and a round starts only with M connected (see --rejoin-timeout); clients may "
+            "rejoin and join late; 0 = a lost client ends the run (default %(default)s). sflv1, sflv2, sl and fedavg",
         )
         r.add_argument(
             "--rejoin-timeout",
             type=float,
             default=d.rejoin_timeout,
-            help="with --min-clients: seconds the server waits at a round's start for members to (re)join when fewer "
+            help="with --min-clients: seconds the server waits before a round for members to (re)join when fewer "
             "than --min-clients are connected, before it fails keeping the checkpoint (default %(default)s)",
         )
     r.add_argument(
@@ -317,8 +317,9 @@ def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
             "--shard",
             choices=("auto", "all"),
             default="all",
-            help="all: train on this machine's whole dataset (default); auto: take the part of a shared "
-            "dataset that the server's client index assigns (how `splitfed run` simulates clients)",
+            help="all: train on this machine's whole dataset (default; a client that joins a run after its start "
+            "must bring its own data this way); auto: take the part of a shared dataset that the server's client "
+            "index assigns (how `splitfed run` simulates clients)",
         )
 
 

@@ -68,7 +68,7 @@ class RunConfig:
     checkpoint_every: int = 1
     # membership: how many clients train each round, how many the run needs, how long it waits for them
     clients_per_round: float = 0  # 0 = every client; a whole number K >= 1; or a fraction in (0, 1) of --clients
-    min_clients: int = 0  # 0 = a lost client ends the run; M >= 1: rounds go on while M remain
+    min_clients: int = 0  # 0 = a lost client ends the run; M >= 1: a lost client is dropped; rounds start with M
     rejoin_timeout: float = 300.0  # with --min-clients: seconds to wait for members when fewer than M are left
     threads: int = 0  # torch threads per process; 0 = cores / processes
     tensorboard: bool = False  # the server also writes each round's scalars as a TensorBoard event file

@@ -84,7 +84,7 @@ class Stranger:
             frames = encode(Message(kind, meta={"n": 1}, sender=rng.choice(self.members), id=rng.randrange(1, 99)))
         elif choice == 8:
             frames = encode(Message("hello", meta={"version": __version__}, id=1))
-        elif choice == 9:  # a joined client's name: ZeroMQ refuses a second connection with that identity
+        elif choice == 9:  # a joined client's name: the server transport refuses a second connection under it
             twin = self._socket(rng.choice(self.members).encode())
             twin.send_multipart(encode(Message("forward", tensors={"acts": _ones(4)}, id=10**6)))
             twin.close(0)

@@ -163,7 +163,8 @@ def test_a_closed_server_is_lost_to_its_clients(server) -> None:
 def test_a_taken_name_is_not_admitted(server) -> None:
     a, twin = client(server.address), client(server.address, connect_timeout=0.2)
     assert a.send([b"first"])
-    assert twin.send([b"second"], block=False) is False
+    assert twin.send([b"second"])  # answered at once with the refusal, not delivered
+    assert "is already connected" in decode(twin.recv(1.0)).meta["error"]
     a.close()
     assert twin.send([b"second"])  # the name is free again
     assert [server.recv(1.0)[1][0] for _ in range(2)] == [b"first", b"second"]

@@ -54,7 +54,8 @@ def run_client(
     warm_imports()  # while the server starts and the others join
     try:
         log.info("%s: waiting for the server at %s (up to %g s)", name, server, join_timeout or timeout)
-        hello = Message("hello", meta={"version": __version__, "timeout": timeout})  # how long we wait for it
+        # how long we wait for the server, and whether we bring our own data (a newcomer must)
+        hello = Message("hello", meta={"version": __version__, "timeout": timeout, "shard": data.shard})
         welcome = link.request(hello, expect=("welcome",))
         mark("welcomed")
         config = RunConfig.from_dict({**welcome.meta["config"], "device": device, "data": data.source})
@@ -84,7 +85,10 @@ def run_client(
             if train:
                 role.train_round(server, rnd)
             else:  # sampled out of this round (--clients-per-round): wait for its weights, to evaluate with
-                role.sync(link.request(Message("idle"), expect=("ack",)))
+                weights = link.request(Message("idle"), expect=("ack",))
+                role.sync(weights)
+                if weights.meta.get("train"):  # drafted in place of a planned client that went (--min-clients)
+                    role.train_round(server, rnd)
             if config.val_fraction:  # the validation pass, then the test pass
                 role.eval_split = "val"
                 link.request(Message("eval_done", meta=role.evaluate(server, rnd) or {}), expect=("ack",))

@@ -221,7 +221,7 @@ class _ServerRun:
         if rnd == self.first:
             mark("round 1 starts")
         lr = start_round(role, config, rnd)
-        self.members.begin(rnd)
+        self.members.begin(rnd, role)
         train = role.train_round(self.clients, rnd)
         trained = time.monotonic() - t0
         self.members.sync_idle(role)

@@ -13,6 +13,14 @@ Frames = Sequence[Any]  # bytes, memoryview or zmq.Frame: anything with the buff
 MAX_FRAMES = DEFAULT_MAX_TENSORS + 1
 
 
+def name_in_use(name: str) -> str:
+    """What a second process claiming a connected client's name is told (by either transport)."""
+    return (
+        f"name {name!r} is already connected to this server (another process uses it); choose another --name, "
+        "or stop that process first"
+    )
+
+
 class ServerTransport(ABC):
     """The server end: many peers, each known by a name it chose."""
 

@@ -10,8 +10,8 @@ sender and receiver. Where the links can tell, it behaves as the ZeroMQ transpor
 * a client may be made before its server binds: a blocking send waits up to
   ``connect_timeout`` for a connection (ZeroMQ's ``IMMEDIATE``), a non-blocking one
   returns False, a receive just waits;
-* a client whose name is taken by a connected client is not admitted (a ROUTER refuses a
-  second connection with the same identity): its sends wait as if no server were there;
+* a client whose name is taken by a connected client is not admitted: each of its sends is
+  answered with ``error`` (the ZeroMQ server transport's refusal), until the name is free;
 * a message with a frame over the receiver's ``max_bytes`` is dropped unseen (ZeroMQ's
   per-frame ``MAXMSGSIZE``); frames past the decoder's cap are cut off as the ZeroMQ
   transport cuts them, so the decoder rejects the message;
@@ -33,7 +33,8 @@ from collections import Counter, deque
 from typing import Any
 
 from splitfed.errors import ConfigError, PeerLostError, TransportError
-from splitfed.transport.base import MAX_FRAMES, ClientTransport, Frames, ServerTransport
+from splitfed.transport.base import MAX_FRAMES, ClientTransport, Frames, ServerTransport, name_in_use
+from splitfed.wire import Message, encode
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,15 @@ class MemoryClientTransport(ClientTransport):
     def _connected(self, hub: _Hub) -> bool:
         return hub.open and hub.peers.get(self.name) is self
 
+    def _taken(self) -> bool:
+        """Whether a server is bound and another client holds our name there."""
+        with _hubs_lock:
+            hub = _hubs.get(self._target)
+        if hub is None:
+            return False
+        with hub.cond:
+            return hub.open and hub.peers.get(self.name) not in (None, self)
+
     def recv(self, timeout: float) -> list[Any] | None:
         deadline = time.monotonic() + timeout
         while True:
@@ -216,6 +226,9 @@ class MemoryClientTransport(ClientTransport):
         deadline = time.monotonic() + (self.connect_timeout if block else 0.0)
         while True:
             hub = self._connect()
+            if hub is None and self._taken():  # told at once, as the ZeroMQ server transport tells it
+                self.inbox.append(_copy(encode(Message("error", meta={"error": name_in_use(self.name)}))))
+                return True
             if hub is not None:
                 with hub.cond:
                     hub.cond.wait_for(

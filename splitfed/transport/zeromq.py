@@ -10,13 +10,14 @@ With CURVE keys (security.py) every connection is encrypted and authenticated.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
 import zmq
 
 from splitfed.errors import PeerLostError, TransportError
-from splitfed.transport.base import MAX_FRAMES, ClientTransport, Frames, ServerTransport
+from splitfed.transport.base import MAX_FRAMES, ClientTransport, Frames, ServerTransport, name_in_use
 from splitfed.transport.security import CurveClient, CurveServer, secure_client, secure_server
 from splitfed.wire import Message, encode
 
@@ -27,6 +28,10 @@ ZERO_COPY_MIN = 64 * 1024
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
 SCHEMES = ("tcp://", "ipc://", "inproc://")
+#: between a client's name and its connection's own token in its ZeroMQ identity: a ROUTER silently ignores
+#: a second connection under an identity in use, so each process connects under its own, and the server
+#: transport tells a second process claiming a connected name why it is refused
+TOKEN_SEP = "\x1f"
 
 
 def check_address(address: str) -> str:
@@ -96,7 +101,12 @@ def _nbytes(frame: Any) -> int:
 
 
 class ZmqServerTransport(ServerTransport):
-    """ROUTER socket bound to ``address``; peers are identified by their DEALER identity."""
+    """ROUTER socket bound to ``address``; peers are known by the name in their DEALER identity.
+
+    A name belongs to one connection at a time: a message from another connection under a name
+    whose connection is still up is answered with ``error`` and dropped; once that connection is
+    gone (the process ended, or a frozen one missed its heartbeats) the name moves to the new one.
+    """
 
     def __init__(
         self, address: str, *, max_bytes: int, curve: CurveServer | None = None, send_timeout: float = 60.0
@@ -116,6 +126,7 @@ class ZmqServerTransport(ServerTransport):
                 f"cannot bind {address}: {exc}. Is another server running there? Choose another port with --address."
             ) from exc
         self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or address
+        self._routes: dict[str, bytes] = {}  # a name -> the identity of the connection that holds it
         log.debug("server bound at %s", self.address)
 
     def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
@@ -124,26 +135,58 @@ class ZmqServerTransport(ServerTransport):
             frames = _poll_recv(self._sock, max(0.0, deadline - time.monotonic()), MAX_FRAMES + 1)  # + identity
             if frames is None:
                 return None
+            identity = frames[0].bytes
             try:
-                peer = frames[0].bytes.decode("utf-8")
+                peer = identity.decode("utf-8").split(TOKEN_SEP, 1)[0]
             except UnicodeDecodeError:  # not a splitfed client; a made-up name could collide with a member's
                 log.debug("dropped a message from a peer whose identity is not UTF-8")
                 continue
-            if self._auth is None or len(frames) < 2 or self._named_as(peer, frames[1]):
+            named = self._auth is None or len(frames) < 2 or self._named_as(peer, identity, frames[1])
+            if named and self._holds(peer, identity):
                 return peer, [f.buffer for f in frames[1:]]
 
-    def _named_as(self, peer: str, frame: zmq.Frame) -> bool:
+    def _holds(self, peer: str, identity: bytes) -> bool:
+        """Whether this connection may speak as ``peer``: the name is free, its own, or its holder is gone."""
+        holder = self._routes.get(peer)
+        if holder is None or holder == identity or not self._up(holder):
+            self._routes[peer] = identity
+            return True
+        log.warning("refused a second connection named %r: a client of that name is connected", peer)
+        self._to(identity, encode(Message("error", meta={"error": name_in_use(peer)}, sender="server")))
+        return False
+
+    def _up(self, identity: bytes) -> bool:
+        """Whether a connection under ``identity`` is up, probed with a keep-alive (which clients skip)."""
+        try:
+            self._sock.send_multipart([identity, *encode(Message("wait", sender="server"))], flags=zmq.NOBLOCK)
+        except zmq.Again:  # connected, and not reading
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise TransportError(f"probing a connection failed: {exc}") from exc
+        return True
+
+    def _to(self, identity: bytes, frames: Frames) -> None:
+        """Best effort, never blocking: an answer to a connection that holds no name."""
+        try:
+            self._sock.send_multipart([identity, *frames], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("could not answer a refused connection: %s", exc)
+
+    def _named_as(self, peer: str, identity: bytes, frame: zmq.Frame) -> bool:
         """With an allow-list, a client's name must be the one its key is listed under."""
         listed = frame.get("User-Id")
         if listed == peer:
             return True
         log.warning("refused a client whose key is listed as %r but who calls itself %r", listed, peer)
         refusal = f"your key is listed as {listed!r}, not {peer!r}: run the client with --name {listed}"
-        self.send(peer, encode(Message("error", meta={"error": refusal}, sender="server")), block=False)
+        self._to(identity, encode(Message("error", meta={"error": refusal}, sender="server")))
         return False
 
     def send(self, peer: str, frames: Frames, *, block: bool = True) -> bool:
-        return _send(self._sock, [peer.encode("utf-8"), *frames], peer, block=block)
+        identity = self._routes.get(peer, peer.encode("utf-8"))
+        return _send(self._sock, [identity, *frames], peer, block=block)
 
     def close(self) -> None:
         self._sock.close(0)
@@ -152,7 +195,7 @@ class ZmqServerTransport(ServerTransport):
 
 
 class ZmqClientTransport(ClientTransport):
-    """DEALER socket with identity ``name``, connected to the server at ``address``."""
+    """DEALER socket connected to the server at ``address``, under ``name`` and a token of its own."""
 
     def __init__(
         self,
@@ -170,7 +213,7 @@ class ZmqClientTransport(ClientTransport):
         _common_options(self._sock, max_bytes)
         if curve is not None:
             secure_client(self._sock, curve)
-        self._sock.setsockopt(zmq.IDENTITY, name.encode("utf-8"))
+        self._sock.setsockopt(zmq.IDENTITY, f"{name}{TOKEN_SEP}{secrets.token_hex(6)}".encode())
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         try:
             self._sock.connect(address)
