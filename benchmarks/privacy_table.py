@@ -127,7 +127,8 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
         seed=args.seed,
         in_process=True,
         out=out,
-        **{"model": args.model, **settings},
+        **({} if "privacy" in settings else {"model": args.model}),
+        **settings,  # a preset names its own model
     )
     s = result.summary
     return {

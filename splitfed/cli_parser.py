@@ -99,7 +99,9 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
             "--model",
             default=d.model,
             help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
-            "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; mobilenet: 5-block depthwise-separable net; "
+            "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; cnn-narrow: cnn with an 8-channel waist "
+            "at the end of its third block (default cut 3; --privacy strong); "
+            "mobilenet: 5-block depthwise-separable net; "
             "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
             "to the input's channels (all but resnet18 use GroupNorm); "
             "or a factory of your own, package.module:factory or path/to/file.py:factory, "
@@ -111,9 +113,10 @@ def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> No
             "--cut",
             type=int,
             default=None,
-            help="number of model blocks on the client side: 1 up to the model's blocks less one (cnn 4 blocks, "
-            "cnn-deep, mobilenet and resnet10 5, resnet18 6); default 1 (the first conv block or stem), "
-            "resnet18 2 (after the first residual stage, as in SplitFed), a factory its default_cut",
+            help="number of model blocks on the client side: 1 up to the model's blocks less one (cnn and "
+            "cnn-narrow 4 blocks, cnn-deep, mobilenet and resnet10 5, resnet18 6); default 1 (the first conv block "
+            "or stem), cnn-narrow 3 (at its waist), resnet18 2 (after the first residual stage, as in SplitFed), "
+            "a factory its default_cut",
         )
     g.add_argument(
         "--seed",
