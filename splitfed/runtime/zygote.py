@@ -228,7 +228,7 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
     """
     from splitfed.timeline import mark, party_from_argv, set_party
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores it; a party stops on it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores and blocks it; a party stops on it
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, as in a fresh interpreter
     os.chdir(cwd)
     os.environ.clear()
@@ -244,6 +244,7 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
     set_party("check" if argv[:1] != ["server"] and argv[:1] != ["client"] else party_from_argv(argv))
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
     mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork stops it now
 
 
 def _bind_to_zygote(title: str) -> None:

@@ -29,3 +29,6 @@ def _preloaded_by_forkserver() -> bool:
 
 if _preloaded_by_forkserver():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Blocked too: a SIGTERM sent to a party between its fork and its handler is then held, not lost
+    # (Linux keeps a blocked signal pending even when ignored), and :func:`enter` unblocks it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
