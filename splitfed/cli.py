@@ -312,6 +312,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM: stop as Ctrl-C does, once; a second SIGTERM would break off the cleanup the first one started."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"signal {signum}")
 
 

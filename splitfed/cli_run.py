@@ -11,9 +11,11 @@ before. ``splitfed bench`` runs each of its runs through :func:`execute`, so all
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +24,9 @@ from typing import Any
 from splitfed.config import RunConfig
 from splitfed.errors import SplitFedError, Terminated
 from splitfed.timeline import mark
+
+#: seconds an interrupted check gets to stop on its own, then after SIGTERM
+CHECK_SETTLE = 2.0
 
 
 def plan_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +86,8 @@ def check_in_child(argv: list[str], env: dict[str, str], cwd: str, plan_path: st
         found, code = {"error": str(exc)}, 1
     except KeyboardInterrupt:
         found, code = {"interrupted": True}, 130
-    Path(plan_path).write_text(json.dumps(found))
+    with contextlib.suppress(OSError):  # the command, interrupted, may have removed the folder already
+        Path(plan_path).write_text(json.dumps(found))
     sys.exit(code)
 
 
@@ -94,13 +100,36 @@ def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
     with tempfile.TemporaryDirectory(prefix="splitfed-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"
         child = zygote.fork(check_in_child, argv, dict(os.environ), os.getcwd(), str(plan_path), name="check")
-        code = child.wait()
+        try:
+            code = child.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: the check ends before its folder goes
+            _end_check(child)
+            raise
         found = json.loads(plan_path.read_text()) if plan_path.exists() else None
     if found is not None and "error" in found:
         raise SplitFedError(found["error"])
+    if code < 0:  # killed: by the out-of-memory killer, say
+        raise SplitFedError(f"the checks were killed by {_signal_name(-code)} before they finished; no party started")
     if code != 0 or found is None or "config" not in found:
         return code, None  # 0 after --help, 2 after a usage error, 130 if interrupted
     return 0, found
+
+
+def _end_check(child: Any) -> None:
+    """Give an interrupted check a moment to stop on the signal it got too, then stop it."""
+    try:
+        child.wait(timeout=CHECK_SETTLE)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=CHECK_SETTLE)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def execute(plan: dict[str, Any], timeout: float | None = None) -> Path:

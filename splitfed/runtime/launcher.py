@@ -122,8 +122,37 @@ def launch(
         *(["--resume"] if resume else []),
     ]
     starter = _Starter(out, env)
-    parties = [starter.start("server", server_args, inherit_stderr=True)]
-    data_flags = [
+    clients = [_client_args(config, address, out, f"client-{i}", client_curve) for i in range(config.clients)]
+    parties: list[Party] = []
+    try:  # a signal or error while the parties start stops those already started, as one while they run
+        parties.append(starter.start("server", server_args, inherit_stderr=True))
+        for args in clients if distributed else []:
+            parties.append(starter.start(args[args.index("--name") + 1], args))
+        mark("parties spawned")
+        _watch(parties, out, spare_clients=config.min_clients > 0, timeout=timeout)
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
+        _stop(parties, first=signal.SIGINT, settle=GRACE)
+        raise
+    except Terminated:
+        # SIGTERM reached this launcher alone: pass it on, so every party stops cleanly too.
+        _stop(parties, first=signal.SIGTERM)
+        raise
+    except BaseException:  # a party could not start (the zygote died, say): stop those that did
+        _stop(parties)
+        raise
+    _record_peak_memory(out / "summary.json", starter.peak_kb())
+    return out / "summary.json"
+
+
+def _client_args(config: RunConfig, address: str, out: Path, name: str, curve: list[str]) -> list[str]:
+    """The ``splitfed client`` command line of client ``name`` of a local run."""
+    return [
+        "client",
+        "--server",
+        address,
+        "--name",
+        name,
         "--data",
         config.data,
         "--partition",
@@ -136,42 +165,18 @@ def launch(
         str(config.seed),
         "--shard",
         "auto",
+        "--device",
+        config.device,
+        "--timeout",
+        str(config.timeout),
+        "--join-timeout",
+        str(config.join_timeout),
+        "--threads",
+        str(config.threads),
+        "--state-dir",
+        str(out / "clients"),
+        *curve,
     ]
-    for i in range(config.clients if distributed else 0):
-        name = f"client-{i}"
-        client_args = [
-            "client",
-            "--server",
-            address,
-            "--name",
-            name,
-            *data_flags,
-            "--device",
-            config.device,
-            "--timeout",
-            str(config.timeout),
-            "--join-timeout",
-            str(config.join_timeout),
-            "--threads",
-            str(threads),
-            "--state-dir",
-            str(out / "clients"),
-            *client_curve,
-        ]
-        parties.append(starter.start(name, client_args))
-    mark("parties spawned")
-    try:
-        _watch(parties, out, spare_clients=config.min_clients > 0, timeout=timeout)
-    except KeyboardInterrupt:
-        # A terminal's Ctrl-C reached every party already; give the server time to write its summary.
-        _stop(parties, first=signal.SIGINT, settle=GRACE)
-        raise
-    except Terminated:
-        # SIGTERM reached this launcher alone: pass it on, so every party stops cleanly too.
-        _stop(parties, first=signal.SIGTERM)
-        raise
-    _record_peak_memory(out / "summary.json", starter.peak_kb())
-    return out / "summary.json"
 
 
 def _record_peak_memory(summary_path: Path, peak_kb: int) -> None:

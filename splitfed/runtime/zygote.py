@@ -28,12 +28,17 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
+from splitfed.errors import SplitFedError
+
 #: what the zygote imports before it forks anything (protocol modules are added from the registry)
 PRELOAD = [
+    "splitfed.runtime.zygote_signals",  # first: the zygote ignores SIGTERM (a group's SIGTERM stops each party once)
     "torch",
     "torch._dynamo",  # imported by every optimizer's constructor: seconds, once per party without the zygote
     "numpy",
@@ -47,8 +52,11 @@ PRELOAD = [
 ]
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
+#: seconds the zygote gets, at exit, to end on its own once its children are gone, before it is killed
+STOP_WAIT = 3.0
 
 _context: Any = None
+_main_lock = threading.Lock()
 
 
 def preload_modules() -> list[str]:
@@ -67,16 +75,46 @@ def context() -> Any:
     return _context
 
 
-def stop() -> None:
+def stop(wait: float = STOP_WAIT) -> None:
     """End the zygote and wait for it (at exit), so that no process outlives the command unseen.
 
-    Its CPU time then counts among the command's children, as the parties' did before."""
-    from multiprocessing import forkserver
+    Its CPU time then counts among the command's children, as the parties' did before. Closing
+    its "alive" pipe ends it once every child it forked has exited (each holds that pipe too);
+    a child still running after ``wait`` seconds would hold the command up, so the zygote is then
+    killed (it ignores SIGTERM), and its children get SIGTERM through ``PR_SET_PDEATHSIG``."""
+    from multiprocessing import forkserver, util
 
-    try:
-        forkserver._forkserver._stop()
-    except (OSError, AttributeError):  # never started, or already gone
-        pass
+    server = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = server._forkserver_pid = None
+        if not _reaped(pid, wait):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reaped(pid, None)
+        address, server._forkserver_address = server._forkserver_address, None
+        if address is not None and not util.is_abstract_socket_namespace(address):
+            with contextlib.suppress(OSError):
+                os.unlink(address)
+
+
+def _reaped(pid: int, wait: float | None) -> bool:
+    """Wait up to ``wait`` seconds (None: for ever) for child ``pid`` to exit; whether it has (and was reaped)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            done, _ = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
+        except ChildProcessError:  # reaped already
+            return True
+        if done:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def zygote_pid() -> int | None:
@@ -108,7 +146,8 @@ class Forked:
 
     def send_signal(self, sig: int) -> None:
         if self.process.exitcode is None:  # never signal a pid that may have been reused
-            os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -117,9 +156,37 @@ class Forked:
 def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed") -> Forked:
     """Start ``target(*args)`` in a child of the zygote (starting the zygote first if need be)."""
     process = context().Process(target=target, args=args, name=name, daemon=False)
-    with _main_left_alone():
-        process.start()
+    try:
+        with _main_left_alone():
+            process.start()
+    except (EOFError, OSError) as exc:  # the zygote died: while preloading, or since (out of memory, killed)
+        raise _zygote_died(exc) from exc
     return Forked(process)
+
+
+def _zygote_died(exc: BaseException) -> SplitFedError:
+    """The error for a fork that found no zygote: how it ended, and how to do without one."""
+    pid = zygote_pid()
+    how = "died"
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
+                stop(wait=0)  # forget it: a later fork starts a new one
+    return SplitFedError(
+        f"the zygote (the process that imports torch and forks every party) {how} ({type(exc).__name__}: {exc}); "
+        "a protocol plugin that fails at import prints its traceback above. "
+        f"To start each party as its own process instead, set {NO_ZYGOTE}=1"
+    )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 @contextlib.contextmanager
@@ -129,7 +196,15 @@ def _main_left_alone() -> Iterator[None]:
     It would, to find targets defined there; ours live in splitfed's modules. A user's script
     that calls ``splitfed.run()`` without an ``if __name__ == "__main__":`` guard would
     otherwise start a run inside each of its own parties."""
-    main = sys.modules["__main__"]
+    with _main_lock:  # two threads forking at once would each restore the other's stand-in
+        main = sys.modules["__main__"]
+        with _spec_replaced(main):
+            yield
+
+
+@contextlib.contextmanager
+def _spec_replaced(main: Any) -> Iterator[None]:
+    """Give ``main`` a ``__spec__`` named "__main__" for the block, then put back what it had."""
     had, spec = hasattr(main, "__spec__"), getattr(main, "__spec__", None)
     main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)  # multiprocessing leaves "__main__" be
     try:
@@ -153,6 +228,8 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
     """
     from splitfed.timeline import mark, party_from_argv, set_party
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores and blocks it; a party stops on it
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, as in a fresh interpreter
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -167,6 +244,7 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
     set_party("check" if argv[:1] != ["server"] and argv[:1] != ["client"] else party_from_argv(argv))
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
     mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork stops it now
 
 
 def _bind_to_zygote(title: str) -> None:
