@@ -22,9 +22,14 @@ def _summary(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("protocol", registry.available())
-def test_two_rounds_and_a_resume_equal_four_rounds_straight(protocol: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "labels"),
+    [(name, "server") for name in registry.available()] + [("sflv1", "client"), ("sflv2", "client")],
+)
+def test_two_rounds_and_a_resume_equal_four_rounds_straight(protocol: str, labels: str, tmp_path: Path) -> None:
+    """Every protocol, and the label-private (U-shaped) SplitFed runs, whose clients keep a head too."""
     options = {"sflv2": {"order": "interleaved"}}.get(protocol, {})
+    options = {**options, "labels": "client"} if labels == "client" else options
     config = RunConfig(protocol=protocol, clients=2, epochs=4, optimizer="adam", seed=3, timeout=30, options=options)
     straight = _summary(run_in_threads(config, tmp_path / "straight"))
     run_in_threads(config.replace(epochs=2), tmp_path / "resumed")
