@@ -2,7 +2,8 @@
 
 The maths: with one client it equals centralised training of the unsplit model (1e-5). The
 privacy claim: the server never receives a label, a logit or a batch's loss (a spy on its
-transport reads everything that arrives). Metrics counted on the clients and the flags (the exact resume is in test_resume.py).
+transport reads everything that arrives). Metrics counted on the clients, and the flags (the exact
+resume is in test_resume.py).
 """
 
 from __future__ import annotations
