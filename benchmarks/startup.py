@@ -17,7 +17,6 @@ editable install there, so both columns come from the same machine load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -62,13 +61,13 @@ def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict
     found[("all processes", "CPU seconds (user + system), whole run")] = (after.ru_utime + after.ru_stime) - (
         before.ru_utime + before.ru_stime
     )
-    for path in marks.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            m = json.loads(line)
-            party = "client" if m["party"].startswith("client") else m["party"]
-            key = (party, m["event"])
-            # of the clients, the slowest one is what the server waits for
-            found[key] = max(found.get(key, 0.0), m["t"] - t0)
+    from splitfed.timeline import read_marks
+
+    for m in read_marks(marks):
+        party = "client" if m["party"].startswith("client") else m["party"]
+        key = (party, m["event"])
+        # of the clients, the slowest one is what the server waits for
+        found[key] = max(found.get(key, 0.0), m["t"] - t0)
     return found
 
 

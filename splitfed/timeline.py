@@ -40,3 +40,10 @@ def mark(event: str, at: float | None = None, extra: dict | None = None) -> None
     line = json.dumps({"party": _party, "event": event, "t": t, "pid": os.getpid(), **(extra or {})})
     with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
+
+
+def read_marks(folder: str | os.PathLike) -> list[dict]:
+    """Every mark recorded under ``folder`` (what :func:`mark` wrote, one file per process), in no set order."""
+    from pathlib import Path
+
+    return [json.loads(line) for path in Path(folder).glob("*.jsonl") for line in path.read_text().splitlines()]

@@ -48,6 +48,12 @@ def test_one_client_equals_centralised(protocol: str, tmp_path: Path) -> None:
         seed=11,
         timeout=30,
     )
+    assert_trains_as_centralised(config, tmp_path)
+
+
+def assert_trains_as_centralised(config: RunConfig, tmp_path: Path) -> dict:
+    """Run ``config`` (one client, seed 11) in threads and check its weights against :func:`centralised`'s to
+    1e-5, after training has moved them; return the run's checkpoint."""
     run_in_threads(config, tmp_path)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     # split protocols keep two halves; the whole-model baselines keep one model
@@ -58,6 +64,7 @@ def test_one_client_equals_centralised(protocol: str, tmp_path: Path) -> None:
     assert max(float((reference[k] - initial[k]).abs().max()) for k in reference) > 1e-2  # training moved them
     for k, ref in reference.items():
         assert torch.allclose(trained[k], ref, atol=1e-5), k
+    return ckpt
 
 
 def test_sflv2_orders_both_learn(tmp_path: Path) -> None:

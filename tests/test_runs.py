@@ -13,6 +13,7 @@ import pytest
 import torch
 import zmq
 
+from splitfed.timeline import read_marks
 from splitfed.wire import Message, decode, encode
 
 
@@ -23,13 +24,7 @@ def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
 def pids_of(name: str, marks: Path) -> list[int]:
     """The processes of party ``name`` in a run started with ``SPLITFED_TIMELINE=marks`` (forked parties share
     the zygote's command line, so the run's own timeline names them)."""
-    found = set()
-    for path in marks.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            mark = json.loads(line)
-            if mark["party"] == name:
-                found.add(mark["pid"])
-    return sorted(found)
+    return sorted({mark["pid"] for mark in read_marks(marks) if mark["party"] == name})
 
 
 def _umask() -> int:

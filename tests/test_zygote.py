@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 from splitfed.runtime import zygote
+from splitfed.timeline import read_marks
 
 LAUNCHER = textwrap.dedent(
     """
@@ -35,13 +36,7 @@ def launch(argv: list[str], marks: Path, **env: str) -> tuple[subprocess.Complet
 
 def forked(marks: Path) -> dict[str, dict]:
     """The "forked" mark of every process forked from the zygote, by party."""
-    found = {}
-    for path in marks.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            mark = json.loads(line)
-            if mark["event"] == "forked":
-                found[mark["party"]] = mark
-    return found
+    return {mark["party"]: mark for mark in read_marks(marks) if mark["event"] == "forked"}
 
 
 def test_the_launcher_imports_no_torch_and_every_party_forks_from_one_preloaded_zygote(tmp_path: Path) -> None:

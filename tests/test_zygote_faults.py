@@ -15,6 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from test_zygote import forked
+
 #: a command that first runs PRELUDE (to break something on purpose), then ``splitfed ARGV``
 SCRIPT = textwrap.dedent(
     """
@@ -38,13 +40,7 @@ def command(tmp_path: Path, prelude: str, argv: list[str], **env: str) -> subpro
 
 def forked_pids(marks: Path) -> dict[str, int]:
     """The pid of every process forked from the zygote, by party (its "forked" timeline mark)."""
-    found = {}
-    for path in marks.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            mark = json.loads(line)
-            if mark["event"] == "forked":
-                found[mark["party"]] = mark["pid"]
-    return found
+    return {party: mark["pid"] for party, mark in forked(marks).items()}
 
 
 def alive(pid: int) -> bool:
