@@ -93,27 +93,41 @@ def test_a_diverged_loss_is_reported_as_such(run_protocol, splitfed_cmd, tmp_pat
 
 
 def test_a_failed_join_still_writes_a_summary(splitfed_cmd, tmp_path: Path) -> None:
+    """One client of two joins; the server gives up on the second and tells the first why.
+
+    The client starts first and the server only once the client waits for it: a client still
+    importing torch on a loaded machine when the 3 s join window closed never joined, and was
+    (rightly) left with "no answer" instead of the run's failure, which made this test flaky."""
     out = tmp_path / "run"
     address = f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [*splitfed_cmd, "server", "sflv1", "--clients", "2", "--join-timeout", "3", "--address", address]
-        + ["--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    client = subprocess.Popen(
-        [*splitfed_cmd, "client", "--server", address, "--name", "lonely", "--shard", "auto", "--timeout", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    client_log = tmp_path / "client.err"
+    with client_log.open("w") as client_err_file:
+        client = subprocess.Popen(
+            [*splitfed_cmd, "client", "--server", address, "--name", "lonely", "--shard", "auto", "--timeout", "60"],
+            stdout=subprocess.DEVNULL,
+            stderr=client_err_file,
+            text=True,
+        )
+    server = None
     try:
+        deadline = time.monotonic() + 120
+        while "waiting for the server" not in client_log.read_text() and time.monotonic() < deadline:
+            assert client.poll() is None, client_log.read_text()
+            time.sleep(0.1)
+        server = subprocess.Popen(
+            [*splitfed_cmd, "server", "sflv1", "--clients", "2", "--join-timeout", "3", "--address", address]
+            + ["--out", str(out), "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _, err = server.communicate(timeout=120)
-        _, client_err = client.communicate(timeout=60)
+        client.wait(timeout=60)
+        client_err = client_log.read_text()
     finally:
-        server.kill()
-        client.kill()
+        for process in (server, client):
+            if process is not None:
+                process.kill()
     assert server.returncode == 1 and "no more within 3 s" in err, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["rounds_done"] == 0 and "joined" in summary["error"]
