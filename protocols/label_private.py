@@ -28,7 +28,7 @@ from splitfed.devices import autocast
 from splitfed.errors import ConfigError
 from splitfed.protocol import Option
 
-from .split_steps import loss_with_counts
+from .split_steps import infer, loss_with_counts
 
 #: the kinds the U-shaped variant adds: the middle's output, and the gradient at the head's input
 LABEL_PRIVATE_MESSAGES = frozenset({"middle", "headgrad"})
@@ -116,7 +116,7 @@ def middle_eval(half: nn.Module, acts: torch.Tensor, precision: str) -> torch.Te
     was_training = half.training
     half.eval()
     with autocast(acts.device, precision):
-        out = half(acts)
+        out = infer(half, acts)
     half.train(was_training)
     return out
 
@@ -141,4 +141,4 @@ def head_step(
 def head_eval(head: nn.Module, out: torch.Tensor, precision: str) -> torch.Tensor:
     """Logits (float32) of a test batch from the middle's output."""
     with autocast(out.device, precision):
-        return head(out).float()
+        return infer(head, out).float()

@@ -17,6 +17,8 @@ from splitfed.data.shards import ClientShard, batch_order
 from splitfed.devices import autocast
 from splitfed.metrics import Tally
 
+from .split_steps import infer
+
 
 def train_local(
     model: nn.Module,
@@ -68,7 +70,7 @@ def evaluate_local(
     for start in range(0, len(rows_y), batch):
         x, y = rows_x[start : start + batch].to(device), rows_y[start : start + batch].to(device)
         with autocast(device, precision):
-            logits = model(x).float()
+            logits = infer(model, x).float()
         tally.add(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
     model.train()
     return tally

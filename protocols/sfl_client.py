@@ -27,7 +27,7 @@ from splitfed.wire import Message
 from .defences import EVAL_STREAM, Defence, client_backward, noise_generator
 from .handshake import describe_shard
 from .label_private import head_blocks, head_eval, head_step, labels_on_client
-from .split_steps import from_wire, state_copy, to_wire
+from .split_steps import from_wire, infer, state_copy, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class SFLClient(ClientRole):
             x, y = rows_x[start : start + EVAL_BATCH], rows_y[start : start + EVAL_BATCH]
             noise = self.noise(round, EVAL_STREAM, start)
             with autocast(self.device, self.config.precision):
-                acts = to_wire(self.defence.release(self.front(x.to(self.device)), noise), self.config.wire_dtype)
+                released = self.defence.release(infer(self.front, x.to(self.device)), noise)
+                acts = to_wire(released, self.config.wire_dtype)
             if self.head is None:
                 server.request(Message("eval", tensors={"acts": acts, "labels": y}, codec=self.codec), "eval_result")
                 continue

@@ -21,6 +21,22 @@ def from_wire(t: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.
     return t.to(device=device, dtype=dtype)
 
 
+#: rows per forward pass when evaluating on a CPU. The same rows in chunks of 16 took a third to a half less
+#: time than in one pass of 98 on this machine's CPU (1 thread; mobilenet, cnn, resnet10, cnn-narrow at
+#: 64x128): smaller activations stay in cache. Evaluation is per row, so chunking changes no result.
+EVAL_CHUNK = 16
+
+
+def infer(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for evaluation: on a CPU in chunks of :data:`EVAL_CHUNK` rows (a GPU takes the batch whole).
+
+    Only for modules whose output row depends on its input row alone, as in eval mode every built-in
+    model and any model with batch statistics frozen (BatchNorm in eval mode)."""
+    if x.device.type != "cpu" or len(x) <= EVAL_CHUNK:
+        return module(x)
+    return torch.cat([module(part) for part in x.split(EVAL_CHUNK)])
+
+
 def server_step(
     half: nn.Module,
     opt: torch.optim.Optimizer,
@@ -52,7 +68,7 @@ def server_eval(
     was_training = half.training
     half.eval()
     with autocast(acts.device, precision):
-        logits = half(acts).float()
+        logits = infer(half, acts).float()
     half.train(was_training)
     return logits, float(F.cross_entropy(logits, labels, reduction="sum"))
 
