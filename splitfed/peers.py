@@ -56,6 +56,7 @@ class Clients:
         among: Iterable[str] | None = None,
         each: Handler | None = None,
         lost: Callable[[str], None] | None = None,
+        pump: Callable[[], bool] | None = None,
     ) -> dict[str, Message]:
         """Receive until every client (of ``among``, default all) has sent ``kind`` once.
 
@@ -66,6 +67,9 @@ class Clients:
 
         With a loss policy (``--min-clients``), a member lost meanwhile is dropped from the
         wait (and from the result); ``lost(peer)`` lets the role forget its part of the round.
+
+        ``pump`` finishes, in this thread, work that other threads did meanwhile (see
+        :class:`~splitfed.protocols.concurrent_steps.Overlapped`); they wake the wait with :meth:`interrupt`.
         """
         on = {**self.background, **(on or {})}
         waiting = list(among) if among is not None else self.names
@@ -74,7 +78,7 @@ class Clients:
         while len(got) < len(waiting):
             msg = None
             try:
-                peer, msg = self._link.recv(expect=expect)
+                peer, msg = self._link.recv(expect=expect, pump=pump)
                 if msg.kind != kind:
                     on[msg.kind](peer, msg)
             except PeerLostError as exc:
@@ -97,6 +101,15 @@ class Clients:
             got.pop(p, None)
             if lost is not None:
                 lost(p)
+
+    def interrupt(self) -> None:
+        """Wake a :meth:`gather` in progress so that it calls its ``pump`` (safe from any thread)."""
+        self._link.interrupt()
+
+    @property
+    def can_interrupt(self) -> bool:
+        """Whether this server's transport can be woken by :meth:`interrupt`."""
+        return self._link.can_interrupt
 
     def drop(self, exc: PeerLostError) -> str:
         """Apply the loss policy to a lost member (re-raising without one); returns its name."""

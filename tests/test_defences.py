@@ -36,6 +36,9 @@ class WireSpy(ServerTransport):
     def send(self, peer, frames, *, block: bool = True) -> bool:
         return self.inner.send(peer, frames, block=block)
 
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -39,6 +39,9 @@ class Spy(ServerTransport):
     def send(self, peer, frames, *, block: bool = True) -> bool:
         return self.inner.send(peer, frames, block=block)
 
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -33,6 +33,9 @@ class DropOneReply(ServerTransport):
                 return True  # "sent", and lost on the way
         return self.inner.send(peer, frames, block=block)
 
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -220,3 +220,32 @@ def test_memory_and_inproc_carry_the_same_run(tmp_path) -> None:
         assert runs["memory"][key] == runs["inproc"][key], key
     with pytest.raises(ConfigError, match="memory"):
         run_in_threads(config, tmp_path / "tcp", transport="tcp")
+
+
+@pytest.mark.parametrize("scheme", ["memory", "ipc"])
+def test_an_interrupt_from_another_thread_ends_a_wait_at_once(scheme: str, tmp_path) -> None:
+    """What lets the server reply as soon as a worker's step is done: ``interrupt`` (from any thread) makes
+    the serving thread's ``recv`` return None at once, and one sent before the wait ends the next wait."""
+    address = fresh() if scheme == "memory" else f"ipc://{tmp_path}/s"
+    transport = server_transport(address, max_bytes=MB, send_timeout=0.5)
+    try:
+        transport.interrupt()  # before the wait: it is not lost
+        started = time.monotonic()
+        assert transport.recv(30.0) is None
+        assert time.monotonic() - started < 10
+        timer = threading.Timer(0.2, transport.interrupt)
+        timer.start()
+        started = time.monotonic()
+        assert transport.recv(30.0) is None
+        assert time.monotonic() - started < 10
+        timer.join()
+        assert transport.recv(0.05) is None  # spent: the next wait runs its course
+        for _ in range(3):  # many interrupts wake one wait, and none is left over after it
+            transport.interrupt()
+        assert transport.recv(30.0) is None
+        started = time.monotonic()
+        assert transport.recv(0.3) is None
+        assert time.monotonic() - started >= 0.25
+    finally:
+        transport.close()
+    transport.interrupt()  # after close: harmless (a worker may finish late)

@@ -38,8 +38,21 @@ class ServerTransport(ABC):
         for answers to strangers, which must never hold the server up.
         """
 
+    def interrupt(self) -> None:
+        """Make a ``recv`` in progress, or the next one, return None at once. Safe from any thread:
+        a worker thread calls it when its result is ready for the thread that serves the socket.
+
+        Optional: a transport without it (see :func:`interrupts`) gets a server that steps its
+        clients' batches in lockstep instead of as they come."""
+        raise NotImplementedError
+
     @abstractmethod
     def close(self) -> None: ...
+
+
+def interrupts(transport: ServerTransport) -> bool:
+    """Whether ``transport`` implements :meth:`ServerTransport.interrupt`."""
+    return type(transport).interrupt is not ServerTransport.interrupt
 
 
 class ClientTransport(ABC):

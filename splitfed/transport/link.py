@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from splitfed.errors import PeerLostError, ProtocolError, RemoteError, WireError
-from splitfed.transport.base import ClientTransport, ServerTransport
+from splitfed.transport.base import ClientTransport, ServerTransport, interrupts
 from splitfed.wire import DEFAULT_MAX_BYTES, Message, decode, encode, message_nbytes, tensor_nbytes
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,27 @@ class ServerLink:
         for table in (self._owed, self._last_id, self._answered, self._last_heard, self._last_told):
             table.pop(peer, None)
 
-    def recv(self, *, expect: tuple[str, ...] | None = None) -> tuple[str, Message]:
+    def recv(
+        self, *, expect: tuple[str, ...] | None = None, pump: Callable[[], bool] | None = None
+    ) -> tuple[str, Message]:
         """Next valid request from a registered client (or a ``hello`` while joining is open).
 
         Malformed messages, messages from strangers and repeated requests are handled
         here and skipped. Raises :class:`PeerLostError` naming a client that owes us a
         message and has been silent for ``timeout`` seconds.
+
+        ``pump``: called before each wait, in this thread, to finish work done meanwhile in
+        other threads (which call :meth:`interrupt` when some is ready); it returns whether
+        work is still under way, during which clients that all wait on the server are no stall.
         """
         start = time.monotonic()
         while True:
+            busy = pump() if pump is not None else False
             got = self.transport.recv(POLL_SLICE)
             now = time.monotonic()
             self._keepalive(now)
             if got is None:
-                self._check_silence(now, start, self.timeout)
+                self._check_silence(now, start, self.timeout, busy)
                 continue
             peer, frames = got
             msg = self._admit(peer, frames)
@@ -221,16 +229,25 @@ class ServerLink:
                 self.transport.send(peer, encode(Message("wait", sender=self.name, id=owed)))
                 self._last_told[peer] = now
 
-    def _check_silence(self, now: float, start: float, limit: float) -> None:
+    def interrupt(self) -> None:
+        """Wake a :meth:`recv` in progress (from any thread), so that it calls its ``pump``."""
+        self.transport.interrupt()
+
+    def _check_silence(self, now: float, start: float, limit: float, busy: bool = False) -> None:
         silent = [p for p in self.clients if p not in self._owed and now - self._last_heard[p] > limit]
         if silent:
             raise PeerLostError(silent[0], f"sent nothing for {limit:g} s (it may have crashed or frozen)")
-        if now - start > limit and all(p in self._owed for p in self.clients):
+        if not busy and now - start > limit and all(p in self._owed for p in self.clients):
             # Everyone registered waits on us, so only a newcomer could speak: a join that stalled.
             raise PeerLostError(
                 "clients",
                 f"{len(self.clients)} joined, and no more within {limit:g} s; start them with `splitfed client`",
             )
+
+    @property
+    def can_interrupt(self) -> bool:
+        """Whether :meth:`interrupt` works on this transport (else a pump is only called every POLL_SLICE s)."""
+        return interrupts(self.transport)
 
     def close(self) -> None:
         self.transport.close()

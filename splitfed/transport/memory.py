@@ -104,11 +104,20 @@ class MemoryServerTransport(ServerTransport):
                     f"cannot bind {address}: another server in this process is bound there; choose another name"
                 )
             _hubs[self._hub.name] = self._hub
+        self._woken = False  # set by interrupt(), under the hub's lock
+
+    def interrupt(self) -> None:
+        with self._hub.cond:
+            self._woken = True
+            self._hub.cond.notify_all()
 
     def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
         hub = self._hub
         with hub.cond:
-            if not hub.cond.wait_for(lambda: hub.inbox or not hub.open, max(0.0, timeout)):
+            if not hub.cond.wait_for(lambda: hub.inbox or not hub.open or self._woken, max(0.0, timeout)):
+                return None
+            if self._woken:
+                self._woken = False
                 return None
             if not hub.open:
                 raise TransportError(f"receiving failed: the server at {self.address} is closed")

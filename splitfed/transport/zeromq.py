@@ -9,8 +9,11 @@ With CURVE keys (security.py) every connection is encrypted and authenticated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -127,12 +130,40 @@ class ZmqServerTransport(ServerTransport):
             ) from exc
         self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or address
         self._routes: dict[str, bytes] = {}  # a name -> the identity of the connection that holds it
+        # interrupt() writes a byte to this pipe; recv polls its read end beside the socket
+        self._wake_r, self._wake_w = os.pipe()
+        self._wake_lock = threading.Lock()  # close() and interrupt() from another thread: never a reused fd
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
         log.debug("server bound at %s", self.address)
+
+    def interrupt(self) -> None:
+        with self._wake_lock, contextlib.suppress(BlockingIOError):  # a full pipe is woken already
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+
+    def _readable(self, timeout: float) -> bool:
+        """Whether a message waits on the socket within ``timeout`` s; False at once if interrupted."""
+        try:
+            ready = dict(self._poller.poll(max(0, int(timeout * 1000))))
+        except zmq.ZMQError as exc:
+            raise TransportError(f"receiving failed: {exc}") from exc
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 4096):
+                    pass
+            return False
+        return self._sock in ready
 
     def recv(self, timeout: float) -> tuple[str, list[Any]] | None:
         deadline = time.monotonic() + timeout
         while True:
-            frames = _poll_recv(self._sock, max(0.0, deadline - time.monotonic()), MAX_FRAMES + 1)  # + identity
+            if not self._readable(max(0.0, deadline - time.monotonic())):
+                return None
+            frames = _poll_recv(self._sock, 0.0, MAX_FRAMES + 1)  # + identity
             if frames is None:
                 return None
             identity = frames[0].bytes
@@ -190,6 +221,11 @@ class ZmqServerTransport(ServerTransport):
 
     def close(self) -> None:
         self._sock.close(0)
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
         if self._auth is not None:
             self._auth.stop()
 
