@@ -17,6 +17,7 @@ command, final test accuracy. Prints medians with min-max, as Markdown.
 
     python benchmarks/peer_speed.py --repeats 3 --epochs 3 --out bench/peer
     python benchmarks/peer_speed.py --precisions 32 --launchers zygote,processes   # memory: forked vs new processes
+    python benchmarks/peer_speed.py --precisions 32 --baseline /tmp/before   # this checkout beside another
 """
 
 from __future__ import annotations
@@ -209,6 +210,12 @@ def main() -> None:
         help="how splitfed starts its parties: zygote (forked from one preloading process, the default), "
         "processes (a new interpreter each, SPLITFED_NO_ZYGOTE=1, as before the zygote); comma-separated",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another splitfed checkout (e.g. `git worktree add --detach /tmp/before main`) whose sflv1 runs "
+        "alternate with this one's, at the first of --precisions",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench") / f"peer-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
 
@@ -232,6 +239,14 @@ def main() -> None:
                 env = {**os.environ, "SPLITFED_NO_ZYGOTE": "1" if launcher == "processes" else "0"}
                 results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True, env))
                 print(name, results[name][-1], flush=True)
+        if args.baseline is not None:
+            from startup import tree_env
+
+            precision, out = args.precisions.split(",")[0], args.out / f"baseline-{repeat}"
+            name = f"baseline sflv1 --precision {precision}"
+            env = tree_env(args.out, args.baseline)
+            results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True, env))
+            print(name, results[name][-1], flush=True)
         table = summarise(results)  # after every repeat, so that a stopped benchmark still leaves its table
         (args.out / "results.md").write_text(table + "\n")
         (args.out / "results.json").write_text(json.dumps(results, indent=2))

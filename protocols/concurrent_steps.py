@@ -3,21 +3,28 @@
 SFLv1's server keeps one server-half copy per client; the copies never touch each other
 between averages, so a batch of client A and a batch of client B can be stepped at the
 same time. Served one after the other (as they arrive), the server is the critical path of
-a round and the clients wait for it half the time. :class:`Lockstep` instead holds each
-client's request until every client still training has one pending, then steps them all
-at once with :func:`run_concurrently` (threads around torch ops, which release the GIL)
-and replies in client order. Each copy sees exactly the batches it saw before, in the same
-order, so the results equal the sequential ones (a test checks it to 1e-6).
+a round and the clients wait for it half the time. Two ways to serve them side by side,
+both in worker threads around torch ops (which release the GIL):
 
-The helper knows nothing of SplitFed: ``compute`` is the per-request work (run in worker
+* :class:`Overlapped` (used where the transport can be woken from a worker thread) starts
+  each request's step as it arrives and replies as soon as that step is done, so one
+  client's round trip (the reply, its backward and next forward, the next request) overlaps
+  the other clients' steps;
+* :class:`Lockstep` holds each client's request until every client still training has one
+  pending, steps them all at once with :func:`run_concurrently`, and replies in client order.
+
+Either way each copy sees exactly the batches it saw before, in the same order, so the
+results equal the sequential ones (a test checks it to 1e-6).
+
+The helpers know nothing of SplitFed: ``compute`` is the per-request work (run in worker
 threads, touching only that client's state) and ``finish`` the bookkeeping and reply (run in
-the calling thread, in client order, since sockets and tallies are not thread-safe).
+the serving thread, since sockets and tallies are not thread-safe).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from splitfed.wire import Message
@@ -81,3 +88,48 @@ class Lockstep:
         jobs = [lambda p=p, m=m: self.compute(p, m) for p, m in batch]
         for (peer, msg), result in zip(batch, run_concurrently(jobs, self.pool), strict=True):
             self.finish(peer, msg, result)
+
+
+class Overlapped:
+    """Step each client's request in a worker as soon as it arrives; reply once its step is done.
+
+    The serving thread calls :meth:`pump` between waits for messages (``gather(pump=...)``);
+    a finished step wakes that wait through ``wake`` (thread-safe). A client blocks on each
+    reply, so at most one request per client is under way. Replies go out in the order the
+    steps finish, so whatever ``finish`` adds up across clients must not depend on that order
+    (keep a tally per client and merge them in client order).
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[str, Message], Any],
+        finish: Callable[[str, Message, Any], None],
+        pool: ThreadPoolExecutor,
+        wake: Callable[[], None],
+    ) -> None:
+        self.compute, self.finish, self.pool, self.wake = compute, finish, pool, wake
+        self.running: dict[str, tuple[Message, Future]] = {}
+        self.lost: set[str] = set()
+
+    def add(self, peer: str, msg: Message) -> None:
+        """A request from ``peer``: its step starts now, in a worker."""
+        future = self.pool.submit(self.compute, peer, msg)
+        self.running[peer] = (msg, future)
+        future.add_done_callback(lambda _f: self.wake())
+
+    def pump(self) -> bool:
+        """Reply to every request whose step is done (a step's error is raised here); whether any is still running."""
+        for peer in [p for p, (_, f) in self.running.items() if f.done()]:
+            msg, future = self.running.pop(peer)
+            if peer not in self.lost:  # a lost client's step, even one that failed, is forgotten
+                self.finish(peer, msg, future.result())
+        return bool(self.running)
+
+    def drop(self, peer: str) -> None:
+        """``peer`` was lost: its step, if one is under way, goes unanswered."""
+        self.lost.add(peer)
+
+    def close(self) -> None:
+        """Wait for the steps still under way (a lost client's), so that no worker touches state after the phase."""
+        wait([f for _, f in self.running.values()])
+        self.running.clear()

@@ -19,7 +19,7 @@ from splitfed.peers import Clients
 from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
-from .concurrent_steps import Lockstep
+from .concurrent_steps import Lockstep, Overlapped
 from .handshake import Joined, check_joiner
 from .label_private import head_blocks, labels_on_client, middle_backward, middle_eval, middle_forward
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
@@ -169,6 +169,9 @@ class SFLServerBase(ServerRole):
 
     def evaluate(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
+        order = list(clients.names)
+        #: each client's test batches (served as their steps finish), merged into ``tally`` in client order
+        tallies: dict[str, Tally] = {}
 
         def test_batch(peer: str, msg: Message) -> Any:
             acts = from_wire(msg.tensors["acts"], self.device)
@@ -183,23 +186,34 @@ class SFLServerBase(ServerRole):
                 clients.reply(peer, self.compressed(reply, "acts"))
                 return
             logits, loss_sum = result
-            correct = tally.add(logits, msg.tensors["labels"], loss_sum)
+            correct = tallies.setdefault(peer, Tally(len(self.classes))).add(logits, msg.tensors["labels"], loss_sum)
             clients.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
 
         if self.pool is None:  # one server half, or one core: serve each test batch as it comes
             reports = clients.gather("eval_done", on={"eval": lambda p, m: answer(p, m, test_batch(p, m))})
         else:  # SFLv1: the copies' test batches side by side; clients that sat out share a copy, so every copy
             # is put in eval mode once, here, rather than by each concurrent test batch
-            together = Lockstep(clients, test_batch, answer, self.pool)
             for half in self.halves.values():
                 half.eval()
             try:
-                reports = clients.gather(
-                    "eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop
-                )
+                if clients.can_interrupt:  # each test batch as it arrives
+                    overlapped = Overlapped(test_batch, answer, self.pool, clients.interrupt)
+                    try:
+                        reports = clients.gather(
+                            "eval_done", on={"eval": overlapped.add}, lost=overlapped.drop, pump=overlapped.pump
+                        )
+                    finally:
+                        overlapped.close()
+                else:  # every client's batch, then all at once
+                    together = Lockstep(clients, test_batch, answer, self.pool)
+                    reports = clients.gather(
+                        "eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop
+                    )
             finally:
                 for half in self.halves.values():
                     half.train()
+        for peer in sorted(tallies, key=lambda p: order.index(p) if p in order else len(order)):
+            tally.merge(tallies[peer])
         if self.private:  # each client's test tally, counted where its labels are
             for report in reports.values():
                 tally.add_meta(report.meta)

@@ -20,8 +20,9 @@ from splitfed.metrics import Tally
 from splitfed.optim import clip_before_step, lr_at, make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import ProtocolSpec, RoundResult
+from splitfed.wire import Message
 
-from .concurrent_steps import Lockstep, step_pool
+from .concurrent_steps import Lockstep, Overlapped, step_pool
 from .label_private import LABEL_PRIVATE_MESSAGES
 from .label_private import OPTIONS as LABEL_OPTIONS
 from .label_private import validate as validate_split
@@ -54,6 +55,8 @@ class SFLv1Server(SFLServerBase):
         self.keep_copies_for(clients.names, round)
         if self.pool is None:
             weights = clients.gather("weights", on=self.forward_handler(clients, tally), lost=self.discard_copy)
+        elif clients.can_interrupt:  # each batch steps as it arrives, beside the other clients' batches
+            weights = self._train_overlapped(clients, tally)
         else:  # every client still training sends a batch, and the server steps their copies at once
             finish = partial(self.finish_forward, clients, tally)
             together = Lockstep(clients, self.step_forward, finish, self.pool)
@@ -67,6 +70,31 @@ class SFLv1Server(SFLServerBase):
         self.average_server_copies(list(weights))
         self.average_clients(clients, weights, tally)
         return RoundResult(tally)
+
+    def _train_overlapped(self, clients: Clients, tally: Tally) -> dict[str, Message]:
+        """The round's batches, each stepped as it arrives (:class:`Overlapped`); the clients' weights.
+        Replies go out as steps finish, so each client's batches are counted in a tally of its own,
+        merged into ``tally`` in client order: the figures do not depend on which step finished first."""
+        order = list(clients.names)
+        tallies: dict[str, Tally] = {}
+
+        def finish(peer: str, msg: Message, stepped: Any) -> None:
+            self.finish_forward(clients, tallies.setdefault(peer, Tally(len(self.classes))), peer, msg, stepped)
+
+        together = Overlapped(self.step_forward, finish, self.pool, clients.interrupt)
+
+        def lost(peer: str) -> None:  # its copy goes, and its step under way goes unanswered
+            together.drop(peer)
+            self.discard_copy(peer)
+
+        try:
+            on = {kind: together.add for kind in self.step_kinds()}
+            weights = clients.gather("weights", on=on, lost=lost, pump=together.pump)
+        finally:
+            together.close()
+        for peer in sorted(tallies, key=lambda p: order.index(p) if p in order else len(order)):
+            tally.merge(tallies[peer])
+        return weights
 
     def average_server_copies(self, order: list[str]) -> None:
         """FedAvg of the copies of the clients that finished the round; every copy starts the next from it."""

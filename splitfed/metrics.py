@@ -58,6 +58,13 @@ class Tally:
             self.confusion + other.confusion,
         )
 
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s sums to this tally (in place)."""
+        self.loss_sum += other.loss_sum
+        self.correct += other.correct
+        self.count += other.count
+        self.confusion += other.confusion
+
     def to_meta(self) -> dict:
         """JSON-safe sums, for a party that reports its tally to the server."""
         return {

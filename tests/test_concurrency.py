@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from splitfed.protocols.concurrent_steps import Lockstep, run_concurrently, step_pool
+from splitfed.protocols.concurrent_steps import Lockstep, Overlapped, run_concurrently, step_pool
 from splitfed.protocols.sfl_server import SFLServerBase
 from splitfed.protocols.sflv1 import SFLv1Server
 
@@ -71,6 +71,38 @@ def test_a_lost_client_leaves_the_lockstep_unanswered_and_releases_the_others() 
     assert served == [("a", 1), ("b", 2)]
 
 
+def test_overlapped_answers_each_request_when_its_step_is_done() -> None:
+    """a's step cannot finish until b has been answered: a server that waited for every step (or answered
+    in client order) would never answer; Overlapped answers b first, then a. A lost client's step,
+    even a failed one, goes unanswered, and close() waits for the steps still under way."""
+    b_answered, woken = threading.Event(), threading.Semaphore(0)
+    answered: list[str] = []
+
+    def compute(peer: str, msg: Message) -> str:
+        if peer == "a":
+            assert b_answered.wait(20)
+        if peer == "c":
+            raise RuntimeError("c's step failed after c was lost")
+        return peer
+
+    def finish(peer: str, msg: Message, result: str) -> None:
+        answered.append(result)
+        if peer == "b":
+            b_answered.set()
+
+    pool = step_pool(clients=3, threads_per_step=1, cores=3)
+    together = Overlapped(compute, finish, pool, woken.release)
+    together.add("a", Message("forward", step=1))
+    together.add("b", Message("forward", step=1))
+    together.add("c", Message("forward", step=1))
+    together.drop("c")
+    while together.pump():  # the serving thread's loop: pump, then wait to be woken
+        assert woken.acquire(timeout=20)
+    assert answered == ["b", "a"]
+    together.close()
+    assert together.running == {}
+
+
 def _sflv1(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict], set[str]]:
     """A 3-client SFLv1 run with ``workers`` step workers; its checkpoint, metrics and the threads that stepped."""
     monkeypatch.setattr(SFLv1Server, "step_workers", workers)
@@ -120,3 +152,28 @@ def test_threads_go_to_the_parties_busy_at_once() -> None:
         assert set_threads(3, 2) == 3 == torch.get_num_threads()  # an explicit --threads wins
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("model", ["mobilenet", "cnn"])
+def test_evaluation_in_chunks_equals_one_pass(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU, test batches go through a model 16 rows at a time (faster: see EVAL_CHUNK); the logits are
+    those of one pass over the whole batch."""
+    from splitfed.protocols import split_steps
+
+    from splitfed.models import build_model
+
+    net = build_model(model, (1, 32, 48), 5, seed=0).eval()
+    x = torch.randn(37, 1, 32, 48, generator=torch.Generator().manual_seed(0))
+    rows_seen: list[int] = []
+    net.register_forward_pre_hook(lambda _m, args: rows_seen.append(len(args[0])))
+    with torch.inference_mode():
+        whole = net(x)
+        rows_seen.clear()
+        chunked = split_steps.infer(net, x)
+    assert rows_seen == [16, 16, 5]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(split_steps, "EVAL_CHUNK", 64)
+    rows_seen.clear()
+    with torch.inference_mode():
+        split_steps.infer(net, x)
+    assert rows_seen == [37]
