@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
+from splitfed.errors import ProtocolError
 from splitfed.wire import Message
 
 T = TypeVar("T")
@@ -113,6 +114,8 @@ class Overlapped:
 
     def add(self, peer: str, msg: Message) -> None:
         """A request from ``peer``: its step starts now, in a worker."""
+        if peer in self.running:  # two steps of one copy at once would race on its weights
+            raise ProtocolError(f"{peer} sent {msg.kind!r} before its previous request was answered")
         future = self.pool.submit(self.compute, peer, msg)
         self.running[peer] = (msg, future)
         future.add_done_callback(lambda _f: self.wake())

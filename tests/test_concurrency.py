@@ -14,6 +14,7 @@ from splitfed.protocols.sflv1 import SFLv1Server
 
 from splitfed.config import RunConfig
 from splitfed.devices import set_threads
+from splitfed.errors import ProtocolError
 from splitfed.protocol import ProtocolSpec
 from splitfed.registry import get
 from splitfed.testing import run_in_threads
@@ -99,6 +100,9 @@ def test_overlapped_answers_each_request_when_its_step_is_done() -> None:
     while together.pump():  # the serving thread's loop: pump, then wait to be woken
         assert woken.acquire(timeout=20)
     assert answered == ["b", "a"]
+    together.add("b", Message("forward", step=2))
+    with pytest.raises(ProtocolError, match="before its previous request was answered"):
+        together.add("b", Message("forward", step=3))  # a second step of b's copy while one runs: refused
     together.close()
     assert together.running == {}
 
