@@ -173,7 +173,7 @@ class _Script:
         self.clients, self.script, self.replies = clients, list(script), []
         self.round = 1
 
-    def recv(self, *, expect: tuple[str, ...]) -> tuple[str, Message]:
+    def recv(self, *, expect: tuple[str, ...], pump=None) -> tuple[str, Message]:
         peer, msg = self.script.pop(0)
         if msg.kind not in expect:
             raise ProtocolError(f"{peer} sent {msg.kind!r}")
