@@ -21,6 +21,7 @@ holds the whole model.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -64,8 +65,8 @@ HEAD_BLOCKS = Option(
 
 
 def _non_negative(value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"must be >= 0 (0 = off), got {value}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number >= 0 (0 = off), got {value}")
 
 
 LABEL_CLIP = Option(
@@ -127,7 +128,7 @@ def validate(config: RunConfig, index: Any) -> None:
             raise ConfigError(f"{given[0]} applies with --labels client only; leave it out or add --labels client")
     if gradient_defence(config).noise and not gradient_defence(config).clip:
         raise ConfigError(
-            "--label-noise is in units of the clipping bound: give --label-clip too (e.g. --label-clip 1)"
+            "--label-noise is in units of the clipping bound: give --label-clip too (e.g. --label-clip 0.1)"
         )
     if index is None:
         return

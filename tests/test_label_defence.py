@@ -87,8 +87,10 @@ def test_the_label_defence_flags_are_checked_before_anything_starts() -> None:
         check_run(RunConfig(protocol="sflv1", options={"label_clip": 1.0}), spec)
     with pytest.raises(ConfigError, match="--heads applies with --labels client only"):
         check_run(RunConfig(protocol="sflv2", options={"heads": "local"}), get_protocol("sflv2"))
-    with pytest.raises(ConfigError, match="--label-noise must be >= 0"):
+    with pytest.raises(ConfigError, match="--label-noise must be a finite number >= 0"):
         check_run(RunConfig(protocol="sflv1", options={"labels": "client", "label_noise": -1.0}), spec)
+    with pytest.raises(ConfigError, match="--label-clip must be a finite number >= 0"):
+        check_run(RunConfig(protocol="sflv1", options={"labels": "client", "label_clip": float("inf")}), spec)
     with pytest.raises(ConfigError, match="--heads 'shared' is not one of averaged, local"):
         check_run(RunConfig(protocol="sflv1", options={"labels": "client", "heads": "shared"}), spec)
     check_run(RunConfig(protocol="sflv1", options={"labels": "client", "label_clip": 1.0, "heads": "local"}), spec)
