@@ -12,6 +12,7 @@ its copy of the head (only where heads are averaged through it); the middle's ou
 head needed); and the shuffled-label baseline (chance is 0.1).
 
     python benchmarks/label_defence_table.py --out bench/labels
+    python benchmarks/label_defence_table.py --size 32 --out bench/labels32   # the privacy table's 32x32 proxy
     python benchmarks/label_defence_table.py --seeds 0 --only "off;clip 0.1, noise 0.3, local"
 
 Writes OUT/results.md and OUT/results.json.
@@ -160,11 +161,16 @@ def _wire_shuffled(rows: list[dict]) -> str:
     return _cell(statistics.fmean(worst))
 
 
+def _examples(results: dict[str, list[dict]]) -> int:
+    """How many held-out rows the attacks read (--victims, or all the test rows where there are fewer)."""
+    return int(next(iter(results.values()))[0]["first_round.examples"])
+
+
 def write_table(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     """The markdown table (means over seeds; test accuracy with its range) and the raw rows as JSON."""
     lines = [
         f"SFLv1 --labels client, 2 clients, model cnn, {args.epochs} rounds on {args.data}, seeds "
-        f"{', '.join(map(str, args.seeds))} (means); {args.victims} held-out rows attacked at the first round / "
+        f"{', '.join(map(str, args.seeds))} (means); {_examples(results)} held-out rows attacked at the first round / "
         "the end; chance 0.1.",
         "",
         "| setting | test accuracy (min-max) | gradient attack, held-out rows | on the wire: round 1 / last / "
