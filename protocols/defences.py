@@ -10,6 +10,9 @@
   correlation between each batch's inputs and its activations, is added to the client's loss, so
   training makes the activations less informative about the raw inputs.
 
+With ``--labels client`` a client can also defend the gradient it returns at its head's input, which
+carries the labels (:class:`GradientDefence`, ``--label-clip`` / ``--label-noise``).
+
 Noise draws come from a private generator per batch (seed, client, round, epoch, step), so runs
 are reproducible and parties in threads of one process never share a random stream.
 """
@@ -63,10 +66,51 @@ class Defence:
         return self.nopeek * distance_correlation(x, acts)
 
 
-def noise_generator(seed: int, client: int, round: int, epoch: int, step: int) -> torch.Generator:
-    """The private noise stream of one batch (evaluation passes ``epoch=EVAL_STREAM``)."""
-    state = np.random.SeedSequence([seed, client, round, epoch, step, 0xD9]).generate_state(1)[0]
+#: the salts of a batch's two private streams: noise on the activations, noise on the returned gradient
+ACTS_STREAM, GRAD_STREAM = 0xD9, 0x6AD
+
+
+def noise_generator(
+    seed: int, client: int, round: int, epoch: int, step: int, salt: int = ACTS_STREAM
+) -> torch.Generator:
+    """The private noise stream of one batch (evaluation passes ``epoch=EVAL_STREAM``; the returned
+    gradient's noise ``salt=GRAD_STREAM``, so it is drawn independently of the activations')."""
+    state = np.random.SeedSequence([seed, client, round, epoch, step, salt]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+@dataclass(frozen=True)
+class GradientDefence:
+    """``--label-clip C`` / ``--label-noise SIGMA`` (``--labels client``; both off by default): what a
+    client does to the gradient at its head's input before it leaves. That gradient is, example by
+    example, the head's weights applied to (softmax - one-hot label), so its direction names the label
+    (:mod:`splitfed.label_attack`). As in DP-SGD, each example's own gradient (of its own loss: the
+    sent row times the batch size) is clipped to an L2 norm of at most C, and Gaussian noise of std
+    SIGMA * C is added to each of its elements; the batch's mean is what is sent. Per example the noise
+    hides the direction; over a batch the middle's weight gradient averages it down, so training goes on.
+    Isotropic noise on the cut gradient is the baseline defence of Li et al. (2022, "Label leakage and
+    protection in two-party split learning"); it carries no (epsilon, delta) accounting here."""
+
+    clip: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.clip or self.noise)
+
+    def release(self, grad: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The rows of ``grad`` (the gradient of the batch's mean loss, one row per example) as sent: in
+        float32, clipped and noised per example when the defence is on, else ``grad`` itself."""
+        if not self.active:
+            return grad
+        n = len(grad)
+        own = grad.float() * n  # each example's gradient of its own loss
+        norms = own.reshape(n, -1).norm(dim=1).clamp_min(1e-12)
+        own = own * (self.clip / norms).clamp(max=1.0).reshape(-1, *([1] * (own.dim() - 1)))
+        if self.noise:
+            draw = torch.randn(own.shape, generator=generator, dtype=torch.float32)
+            own = own + (self.noise * self.clip) * draw.to(own.device)
+        return own / n
 
 
 def _centred_distances(z: torch.Tensor) -> torch.Tensor:

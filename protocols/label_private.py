@@ -12,12 +12,16 @@ the blocks between. One training batch is two round trips::
 The server never receives labels, logits or the loss of a batch: the client reports its training
 sums (loss, correct, count) once per round with its weights, and its test tally (with the confusion
 matrix) with ``eval_done``. What the server does see is the gradient at the head's input, which
-leaks labels (``splitfed attack RUN --labels`` measures how much). At round end the client sends
-front and head together, and both are averaged like the client half of vanilla SplitFed.
+leaks labels (``splitfed attack RUN --labels`` measures how much); ``--label-clip``/``--label-noise``
+clip and noise it per example on the client (:class:`.defences.GradientDefence`). At round end the
+client sends front and head together, and both are averaged like the client half of vanilla SplitFed;
+with ``--heads local`` it sends its front only and its head never leaves it, so the server never
+holds the whole model.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -28,6 +32,7 @@ from splitfed.devices import autocast
 from splitfed.errors import ConfigError
 from splitfed.protocol import Option
 
+from .defences import GradientDefence
 from .split_steps import infer, loss_with_counts
 
 #: the kinds the U-shaped variant adds: the middle's output, and the gradient at the head's input
@@ -57,7 +62,41 @@ HEAD_BLOCKS = Option(
     "the classifier block); --cut plus this must leave the server at least one block",
     check=_positive,
 )
-OPTIONS = (LABELS, HEAD_BLOCKS)
+
+
+def _non_negative(value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number >= 0 (0 = off), got {value}")
+
+
+LABEL_CLIP = Option(
+    "label_clip",
+    float,
+    0.0,
+    "with --labels client: each example's gradient at the head's input (of its own loss) is scaled on the client "
+    "to an L2 norm of at most LABEL_CLIP before it is sent (default 0: off)",
+    check=_non_negative,
+)
+LABEL_NOISE = Option(
+    "label_noise",
+    float,
+    0.0,
+    "with --labels client and --label-clip: Gaussian noise of std LABEL_NOISE x LABEL_CLIP is added on the client "
+    "to every element of each example's clipped gradient at the head's input, in every training batch (default 0: "
+    "off); a defence against the label attack, measured by `splitfed attack RUN --labels`, not an (epsilon, delta) "
+    "guarantee",
+    check=_non_negative,
+)
+HEADS = Option(
+    "heads",
+    str,
+    "averaged",
+    "with --labels client: averaged (default: the clients' heads are FedAvg'd through the server, so the server "
+    "holds the whole model and can classify what it receives) or local (each client keeps its own head, which "
+    "never leaves it; only fronts are averaged; --resume needs each client's own state file)",
+    choices=("averaged", "local"),
+)
+OPTIONS = (LABELS, HEAD_BLOCKS, LABEL_CLIP, LABEL_NOISE, HEADS)
 
 
 def labels_on_client(config: RunConfig) -> bool:
@@ -68,13 +107,29 @@ def head_blocks(config: RunConfig) -> int:
     return int(config.option("head_blocks", 1))
 
 
+def gradient_defence(config: RunConfig) -> GradientDefence:
+    """The run's defence on the gradient at the head's input (``--label-clip``, ``--label-noise``)."""
+    return GradientDefence(clip=float(config.option("label_clip", 0.0)), noise=float(config.option("label_noise", 0.0)))
+
+
+def heads_local(config: RunConfig) -> bool:
+    """``--heads local``: each client's head stays on the client, unaveraged."""
+    return config.option("heads", "averaged") == "local"
+
+
 def validate(config: RunConfig, index: Any) -> None:
     """The split-model and partition checks every SplitFed run gets, and the head's place in the model."""
     from splitfed.checks import check_partition, check_split_model
     from splitfed.models import check_head
 
-    if not labels_on_client(config) and head_blocks(config) != 1:
-        raise ConfigError("--head-blocks applies with --labels client only; leave it out or add --labels client")
+    if not labels_on_client(config):
+        given = [flag for flag, on in _label_only_flags(config) if on]
+        if given:
+            raise ConfigError(f"{given[0]} applies with --labels client only; leave it out or add --labels client")
+    if gradient_defence(config).noise and not gradient_defence(config).clip:
+        raise ConfigError(
+            "--label-noise is in units of the clipping bound: give --label-clip too (e.g. --label-clip 0.1)"
+        )
     if index is None:
         return
     cut = check_split_model(config, index)
@@ -86,6 +141,16 @@ def validate(config: RunConfig, index: Any) -> None:
                 raise
             raise ConfigError(f"{exc} (--privacy {config.privacy} sets --cut {cut} unless you give one)") from None
     check_partition(config, index, config.clients)
+
+
+def _label_only_flags(config: RunConfig) -> list[tuple[str, bool]]:
+    """The flags that mean something with --labels client only, and whether each is set."""
+    return [
+        ("--head-blocks", head_blocks(config) != 1),
+        ("--label-clip", bool(config.option("label_clip", 0.0))),
+        ("--label-noise", bool(config.option("label_noise", 0.0))),
+        ("--heads", heads_local(config)),
+    ]
 
 
 # --- the server's middle ---

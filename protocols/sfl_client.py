@@ -4,7 +4,8 @@ Per batch: forward the client half, send the cut activations with the labels, ge
 gradient at the cut back, finish backward and step. Per round: send the half's
 weights with the sample count, load the average the server returns. With ``--labels client``
 the client also runs the model's last block(s) on the server's output and keeps its labels
-(:mod:`.label_private`): the same loop, one more round trip per batch.
+(:mod:`.label_private`): the same loop, one more round trip per batch; ``--label-clip``/``--label-noise``
+defend the gradient it returns, and ``--heads local`` keeps its head out of the round-end exchange.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from splitfed.peers import Server
 from splitfed.protocol import Assignment, ClientRole, DataRequest
 from splitfed.wire import Message
 
-from .defences import EVAL_STREAM, Defence, client_backward, noise_generator
+from .defences import ACTS_STREAM, EVAL_STREAM, GRAD_STREAM, Defence, client_backward, noise_generator
 from .handshake import describe_shard
-from .label_private import head_blocks, head_eval, head_step, labels_on_client
+from .label_private import gradient_defence, head_blocks, head_eval, head_step, heads_local, labels_on_client
 from .split_steps import from_wire, infer, state_copy, to_wire
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class SFLClient(ClientRole):
         self.train_tally = Tally(len(self.shard.classes))  # the label holder's own sums (--labels client)
         self.opt = make_optimizer(self.half.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.defence = Defence.of(cfg)
+        self.grad_defence = gradient_defence(cfg)  # --labels client: on the gradient at the head's input
+        #: --heads local: the head never leaves this client, so a resumed run needs this client's own copy
+        self.local_head = self.head is not None and heads_local(cfg)
+        self.state_required = self.local_head
         self.codec = {"acts": cfg.wire_compress} if cfg.wire_compress != "none" else {}
 
     def describe(self) -> dict:
@@ -74,16 +79,38 @@ class SFLClient(ClientRole):
 
     def setup(self, server: Server, ack: Message) -> None:
         if ack.tensors:  # a resumed run: start from the checkpointed client half
-            self.half.load_state_dict(ack.tensors)
+            self.load_shared(ack.tensors)
 
     def sync(self, ack: Message) -> None:
-        self.half.load_state_dict(ack.tensors)
+        self.load_shared(ack.tensors)
+
+    def shared(self) -> dict[str, torch.Tensor]:
+        """The weights this client sends for averaging: front and head, or (--heads local) its front only."""
+        state = state_copy(self.half)
+        if not self.local_head:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith(self._heads)}
+
+    @property
+    def _heads(self) -> tuple[str, ...]:
+        return tuple(f"{name}." for name in self.head._modules)
+
+    def load_shared(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load the averaged (or checkpointed) weights; with --heads local, all but the head, which stays ours."""
+        if not self.local_head:
+            self.half.load_state_dict(tensors)
+            return
+        front = {k: v for k, v in tensors.items() if not k.startswith(self._heads)}
+        self.half.load_state_dict({**state_copy(self.half), **front})
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.opt.state_dict()}
+        state = {"optimizer": self.opt.state_dict()}
+        return {**state, "head": state_copy(self.head)} if self.local_head else state
 
     def load_state_dict(self, state: dict) -> None:
         self.opt.load_state_dict(state["optimizer"])
+        if self.local_head:
+            self.head.load_state_dict(state["head"])
 
     def train_round(self, server: Server, round: int) -> None:
         cfg, s = self.config, self.shard
@@ -98,14 +125,18 @@ class SFLClient(ClientRole):
                 x, y = s.train_batch(
                     rows, seed=cfg.seed, client=self.assignment.index, round=round, epoch=epoch, step=i
                 )
-                self.train_batch(server, x, y, last=last, step=i, noise=self.noise(round, epoch, i))
+                head_noise = self.noise(round, epoch, i, GRAD_STREAM) if self.grad_defence.noise else None
+                self.train_batch(
+                    server, x, y, last=last, step=i, noise=self.noise(round, epoch, i), head_noise=head_noise
+                )
         self.exchange_weights(server)
 
-    def noise(self, round: int, epoch: int, step: int) -> torch.Generator | None:
-        """The batch's private noise stream, when --dp-noise is on."""
-        if not self.defence.noise:
+    def noise(self, round: int, epoch: int, step: int, salt: int = ACTS_STREAM) -> torch.Generator | None:
+        """The batch's private noise stream for the activations when --dp-noise is on, or (``salt``
+        GRAD_STREAM) for the gradient at the head's input."""
+        if salt == ACTS_STREAM and not self.defence.noise:
             return None
-        return noise_generator(self.config.seed, self.assignment.index, round, epoch, step)
+        return noise_generator(self.config.seed, self.assignment.index, round, epoch, step, salt)
 
     def train_batch(
         self,
@@ -116,6 +147,7 @@ class SFLClient(ClientRole):
         last: bool,
         step: int,
         noise: torch.Generator | None = None,
+        head_noise: torch.Generator | None = None,
     ) -> None:
         x = x.to(self.device)
         with autocast(self.device, self.config.precision):
@@ -129,17 +161,21 @@ class SFLClient(ClientRole):
         if self.head is None:
             reply = server.request(msg, "gradient")
         else:  # the labels stay here: the head runs on the middle's output and returns its input's gradient
-            reply = self.head_round_trip(server, server.request(msg, "middle"), y.to(self.device), step)
+            reply = self.head_round_trip(server, server.request(msg, "middle"), y.to(self.device), step, head_noise)
         client_backward(sent, from_wire(reply.tensors["grad"], self.device, sent.dtype), self.defence.penalty(x, acts))
         self.opt.step()
 
-    def head_round_trip(self, server: Server, middle: Message, y: torch.Tensor, step: int) -> Message:
+    def head_round_trip(
+        self, server: Server, middle: Message, y: torch.Tensor, step: int, noise: torch.Generator | None = None
+    ) -> Message:
         """Head forward and backward on the middle's output (``--labels client``); the server's reply to
-        the gradient at the head's input, which carries the gradient at the cut."""
+        the gradient at the head's input (clipped and noised here under --label-clip/--label-noise, before
+        anything is encoded), which carries the gradient at the cut."""
         cfg = self.config
         out = from_wire(middle.tensors["acts"], self.device)
         grad, logits, counts = head_step(self.head, out, y, cfg.label_smoothing, cfg.precision)
         self.train_tally.add(logits, y, counts["loss_sum"])
+        grad = self.grad_defence.release(grad, noise)
         msg = Message("headgrad", tensors={"grad": to_wire(grad, cfg.wire_dtype)}, step=step, codec=self.grad_codec)
         return server.request(msg, "gradient")
 
@@ -151,9 +187,8 @@ class SFLClient(ClientRole):
         meta: dict = {"n": len(self.shard.train_y)}
         if self.head is not None:  # the round's training sums, never per batch, with no confusion matrix
             meta["train"] = {k: v for k, v in self.train_tally.to_meta().items() if k != "confusion"}
-        msg = Message("weights", meta=meta, tensors=state_copy(self.half))
-        reply = server.request(msg, "weights")
-        self.half.load_state_dict(reply.tensors)
+        reply = server.request(Message("weights", meta=meta, tensors=self.shared()), "weights")
+        self.load_shared(reply.tensors)
 
     @torch.inference_mode()
     def evaluate(self, server: Server, round: int) -> dict:

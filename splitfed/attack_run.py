@@ -108,25 +108,35 @@ def attack_run(
     return report
 
 
-def _three_parts(config: RunConfig, facts: dict[str, Any], state: dict[str, Any] | None) -> tuple:
+def _three_parts(config: RunConfig, facts: dict[str, Any], state: dict[str, Any] | None, head: dict | None) -> tuple:
     """(front, middle, head) of a label-private run: as every party builds them from the seed, or (given
-    the checkpoint's ``state``) as trained."""
+    the checkpoint's ``state``) as trained; ``head``: a client's own head (--heads local), else the checkpoint's."""
     from splitfed.models import build_model, split_three
 
     full = build_model(config.model, tuple(facts["input_shape"]), len(facts["classes"]), config.seed)
+    parts = split_three(full, int(facts["cut"]), int(facts.get("head_blocks", 1)))
     if state is not None:
-        full.load_state_dict({**state["client_half"], **state["server_half"]})
-    return tuple(part.eval() for part in split_three(full, int(facts["cut"]), int(facts.get("head_blocks", 1))))
+        full.load_state_dict({**full.state_dict(), **state["client_half"], **state["server_half"]})
+    if head is not None:
+        parts[2].load_state_dict(head)
+    return tuple(part.eval() for part in parts)
+
+
+def _client_head(run: Path) -> tuple[str, dict]:
+    """(a client's name, its own head) from the run's client state files (--heads local: the server has none)."""
+    files = sorted((run / "clients").glob("*.pt"))
+    if not files:
+        raise ConfigError(
+            f"{run} kept its heads on the clients (--heads local): the attack on the gradients a client returns "
+            f"needs that client's head, from its own state file, and {run / 'clients'} holds none; copy a client's "
+            "state file (the one its --state-dir holds) there"
+        )
+    return files[0].stem, torch.load(files[0], map_location="cpu", weights_only=True)["state"]["head"]
 
 
 def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path | None = None) -> dict[str, Any]:
     """The label attack (:mod:`splitfed.label_attack`) on a finished run; writes label_attack.json into
     ``out`` (default RUN/attack). Without --labels client the labels crossed the wire: nothing to infer."""
-    from splitfed.data.datasets import load_index
-    from splitfed.data.partition import split_train_test
-    from splitfed.label_attack import head_input_gradients, infer_labels
-    from splitfed.protocols.defences import Defence
-
     run = Path(run)
     if not (run / "config.json").exists():
         raise ConfigError(f"{run} is not a run folder: it has no config.json")
@@ -141,27 +151,75 @@ def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path 
     if report["labels"] != "client":
         report.update(accuracy=1.0, note="the labels travel with the activations: the server reads them")
     else:
-        ckpt = run / "checkpoint.pt"
-        if not ckpt.exists():
-            raise ConfigError(f"{ckpt} does not exist (was --checkpoint-every 0?)")
-        index = load_index(config.data)
-        _, test = split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
-        x, y = index.load(test[:victims])
-        defence = Defence.of(config)
-        release = defence.release if defence.clip or defence.noise else None
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        for when, weights in (("first_round", None), ("checkpoint", state)):
-            grads = head_input_gradients(
-                *_three_parts(config, facts, weights),
-                x,
-                y,
-                batch=config.batch_size,
-                release=release,
-                smoothing=config.label_smoothing,
-                precision=config.precision,
-            )
-            report[when] = infer_labels(grads, y, len(facts["classes"]), seed=seed).to_dict()
-        report["accuracy"] = max(report["first_round"]["accuracy"], report["checkpoint"]["accuracy"])
-        report["rows"] = f"{len(y)} held-out test rows, as the client would return their gradients in training"
+        report.update(_private_attacks(run, config, facts, victims, seed))
     atomic_write_json((out or run / "attack") / "label_attack.json", report)
+    return report
+
+
+def _attacks(
+    parts: tuple, x: torch.Tensor, y: torch.Tensor, classes: int, settings: dict, sends: int, seed: int
+) -> dict:
+    """The label attacks on one set of weights: the returned gradients clustered (``accuracy``, with its
+    baselines), and (``sends`` > 1) the mean of an example's ``sends`` noisy returns clustered (``linked``);
+    the middle's outputs clustered (``features``); the head applied to them (``classify``).
+    ``settings``: head_input_gradients' keywords (the run's batch size and defences)."""
+    from splitfed.label_attack import (
+        classify_attack,
+        feature_attack,
+        head_input_gradients,
+        infer_labels,
+        linked_gradients,
+        middle_outputs,
+    )
+
+    front, middle, head = parts
+    grads = head_input_gradients(front, middle, head, x, y, **settings)
+    result: dict[str, Any] = infer_labels(grads, y, classes, seed=seed).to_dict()
+    if sends > 1:
+        linked = linked_gradients(parts, x, y, sends, **settings)
+        result.update(linked=infer_labels(linked, y, classes, seed=seed).accuracy, linked_sends=sends)
+    outs = middle_outputs(front, middle, x, release=settings["release"])
+    result["features"] = feature_attack(outs, y, classes, seed=seed).accuracy
+    result["classify"] = classify_attack(head, outs, y)
+    return result
+
+
+def _private_attacks(run: Path, config: RunConfig, facts: dict[str, Any], victims: int, seed: int) -> dict[str, Any]:
+    """The label attacks on a label-private run's held-out rows, at its first round and at its checkpoint."""
+    from splitfed.data.datasets import load_index
+    from splitfed.data.partition import split_train_test
+    from splitfed.protocols.defences import Defence
+    from splitfed.protocols.label_private import gradient_defence, heads_local
+
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.exists():
+        raise ConfigError(f"{ckpt} does not exist (was --checkpoint-every 0?)")
+    index = load_index(config.data)
+    _, test = split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
+    x, y = index.load(test[:victims])
+    defence, guard = Defence.of(config), gradient_defence(config)
+    release = defence.release if defence.clip or defence.noise else None
+    local = heads_local(config)
+    report: dict[str, Any] = {"heads": "local" if local else "averaged", "label_clip": guard.clip}
+    report["label_noise"] = guard.noise
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    owner, head = _client_head(run) if local else (None, None)
+    settings = {
+        "batch": config.batch_size,
+        "release": release,
+        "head_release": guard.release if guard.active else None,
+        "smoothing": config.label_smoothing,
+        "precision": config.precision,
+    }
+    for when, weights in (("first_round", None), ("checkpoint", state)):
+        parts = _three_parts(config, facts, weights, head if weights is not None else None)
+        # a client sends each training row once per local epoch, with fresh noise each time
+        sends = config.epochs * config.local_epochs if guard.noise else 1
+        report[when] = _attacks(parts, x, y, len(facts["classes"]), settings, sends, seed)
+        if local and weights is not None:  # the server never had this head: it cannot classify with it
+            report[when]["classify"] = None
+    report["accuracy"] = max(report["first_round"]["accuracy"], report["checkpoint"]["accuracy"])
+    report["rows"] = f"{len(y)} held-out test rows, as the client would return their gradients in training"
+    if owner is not None:
+        report["head_of"] = owner
     return report

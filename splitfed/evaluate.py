@@ -126,6 +126,11 @@ def _predictor(
     from splitfed.models import build_model
 
     n_classes = len(classes)
+    if config.option("heads", "averaged") == "local":
+        raise ConfigError(
+            "this run kept each client's head on the client (--heads local): its checkpoint holds no head, so there "
+            "is no one model to evaluate; each client tested its own rows with its own head (summary.json)"
+        )
     if "client_half" in state and "server_half" in state:
         model = build_model(config.model, shape, n_classes, config.seed)
         # the halves' keys are the whole model's (with --labels client the client part holds the head too)

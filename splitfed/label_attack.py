@@ -12,8 +12,14 @@ clusters scored against the labels shuffled (what this scoring gives labels the 
 carry).
 
 :func:`head_input_gradients` computes exactly what the client sends for given rows and weights
-(batches of the run's size, mean loss), so a finished run can be attacked at its first round
-(the initial weights every party builds from the seed) and at its checkpoint.
+(batches of the run's size, mean loss, after the run's defences on the activations and on the
+gradient, with noise the attacker cannot know drawn afresh), so a finished run can be attacked at its
+first round (the initial weights every party builds from the seed) and at its checkpoint.
+
+Two more attacks read the activations rather than the gradient: where the heads are averaged
+through the server, the server holds the whole model and simply classifies the activations it
+receives (:func:`classify_attack`); and the middle's output, which training makes separable by
+class, can be clustered like the gradients (:func:`feature_attack`), with or without the head.
 """
 
 from __future__ import annotations
@@ -49,14 +55,18 @@ def head_input_gradients(
     *,
     batch: int = 32,
     release=None,
+    head_release=None,
     smoothing: float = 0.0,
     precision: str = "32",
+    draw: int = 0,
 ) -> torch.Tensor:
     """The gradient at the head's input that a client returns for each row of ``x`` (one row each), in
-    training batches of ``batch`` with the mean loss, as ``--labels client`` sends it. ``release`` is the
-    client's defence on its front's activations (clipping, noise), as in the run; ``smoothing`` and
-    ``precision`` are the run's ``--label-smoothing`` and ``--precision``. The parts are in eval mode
-    (the built-in models hold no dropout or batch statistics, so that is their training arithmetic)."""
+        training batches of ``batch`` with the mean loss, as ``--labels client`` sends it. ``release`` is the
+        client's defence on its front's activations (clipping, noise) and ``head_release`` its defence on the
+    returned gradient (``--label-clip``/``--label-noise``), as in the run; ``smoothing`` and
+        ``precision`` are the run's ``--label-smoothing`` and ``--precision``. The parts are in eval mode
+        (the built-in models hold no dropout or batch statistics, so that is their training arithmetic).
+    ``draw`` numbers the gradient noise's draw (one per round in which the client sends these rows)."""
     grads = []
     for start in range(0, len(x), batch):
         rows, labels = x[start : start + batch], y[start : start + batch]
@@ -70,8 +80,48 @@ def head_input_gradients(
         with autocast(out.device, precision):
             logits = head(out)
         F.cross_entropy(logits.float(), labels, label_smoothing=smoothing).backward()
-        grads.append(out.grad.reshape(len(rows), -1))
+        grad = out.grad
+        if head_release is not None:  # fresh noise: the client's own draws are private
+            grad = head_release(grad, torch.Generator().manual_seed(1_000_003 * (draw + 1) + start))
+        grads.append(grad.reshape(len(rows), -1))
     return torch.cat(grads)
+
+
+def linked_gradients(parts: tuple, x: torch.Tensor, y: torch.Tensor, sends: int, **settings) -> torch.Tensor:
+    """The mean of ``sends`` noisy returns of each row, as an attacker who links an example's gradients
+    across the rounds of a run would average them (a client sends each training row once per round).
+    At fixed weights, which favours the attacker: in a run the weights move between rounds."""
+    total = head_input_gradients(*parts, x, y, **settings)
+    for draw in range(1, sends):
+        total += head_input_gradients(*parts, x, y, draw=draw, **settings)
+    return total / sends
+
+
+@torch.no_grad()
+def middle_outputs(
+    front: nn.Module, middle: nn.Module, x: torch.Tensor, *, batch: int = 256, release=None
+) -> torch.Tensor:
+    """What the server computes from the activations it receives for ``x`` (after the client's defence):
+    the middle's output, one row per example (in its own shape)."""
+    outs = []
+    for start in range(0, len(x), batch):
+        acts = front(x[start : start + batch])
+        if release is not None:
+            acts = release(acts, torch.Generator().manual_seed(start))
+        outs.append(middle(acts).float())
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def classify_attack(head: nn.Module, outs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The accuracy of the server's copy of the head on the middle's outputs: what a server that holds the
+    whole model (heads averaged through it) reads without any attack at all."""
+    return float((head(outs).argmax(1) == labels).float().mean())
+
+
+def feature_attack(outs: torch.Tensor, labels: torch.Tensor, classes: int, *, seed: int = 0) -> LabelAttackResult:
+    """The middle's outputs clustered by direction and named like the gradients': no head needed."""
+    return infer_labels(outs, labels, classes, seed=seed)
 
 
 def spherical_kmeans(z: torch.Tensor, k: int, *, seed: int = 0, iters: int = 50, restarts: int = 5) -> torch.Tensor:

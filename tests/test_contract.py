@@ -142,7 +142,13 @@ def test_option_values_fill_defaults_convert_and_name_the_flag() -> None:
     with pytest.raises(ConfigError, match="fedsl has no option 'order'"):
         spec.option_values(order="sequential")
     assert registry.get("sl").option_values() == {}
-    assert registry.get("sflv1").option_values() == {"labels": "server", "head_blocks": 1}
+    assert registry.get("sflv1").option_values() == {
+        "labels": "server",
+        "head_blocks": 1,
+        "label_clip": 0.0,
+        "label_noise": 0.0,
+        "heads": "averaged",
+    }
 
 
 def test_every_protocol_declares_its_kinds_and_the_wire_names_none_of_them() -> None:

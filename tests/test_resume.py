@@ -24,12 +24,16 @@ def _summary(path: Path) -> dict:
 
 @pytest.mark.parametrize(
     ("protocol", "labels"),
-    [(name, "server") for name in registry.available()] + [("sflv1", "client"), ("sflv2", "client")],
+    [(name, "server") for name in registry.available()]
+    + [("sflv1", "client"), ("sflv2", "client"), ("sflv1", "client, local heads, noised gradients")],
 )
 def test_two_rounds_and_a_resume_equal_four_rounds_straight(protocol: str, labels: str, tmp_path: Path) -> None:
-    """Every protocol, and the label-private (U-shaped) SplitFed runs, whose clients keep a head too."""
+    """Every protocol, and the label-private (U-shaped) SplitFed runs, whose clients keep a head too (with
+    --heads local, one that only the client's own state file holds, and noise drawn per round)."""
     options = {"sflv2": {"order": "interleaved"}}.get(protocol, {})
-    options = {**options, "labels": "client"} if labels == "client" else options
+    options = {**options, "labels": "client"} if labels.startswith("client") else options
+    if "local" in labels:
+        options = {**options, "heads": "local", "label_clip": 0.1, "label_noise": 0.3}
     config = RunConfig(protocol=protocol, clients=2, epochs=4, optimizer="adam", seed=3, timeout=30, options=options)
     straight = _summary(run_in_threads(config, tmp_path / "straight"))
     run_in_threads(config.replace(epochs=2), tmp_path / "resumed")
