@@ -49,6 +49,7 @@ PRELOAD = [
     "splitfed.runtime.server",
     "splitfed.runtime.client",
     "splitfed.data.shards",
+    "splitfed.preprocessing.cli",  # every `splitfed server` parser adds the preprocess flags
 ]
 #: the last preload: every protocol's roles (the entry points name light declarations), the registry read once
 WARM = "splitfed.runtime.zygote_warm"
@@ -75,6 +76,14 @@ def context() -> Any:
         _context.set_forkserver_preload(preload_modules())
         atexit.register(stop)
     return _context
+
+
+def start() -> None:
+    """Start the zygote now, without forking anything: it preloads while the caller does other work."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
 
 
 def stop(wait: float = STOP_WAIT) -> None:
