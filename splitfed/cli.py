@@ -120,12 +120,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
     from splitfed.api import default_out
     from splitfed.checks import check_run
-
-    out = args.out or default_out(config.protocol)
     from splitfed.devices import resolve_device
     from splitfed.runtime.server import check_out_folder
     from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveServer, require_server_security
+
+    out = args.out or default_out(config.protocol)
 
     check_between_processes(args.address, "--address")
     resolve_device(config.device)
