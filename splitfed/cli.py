@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from splitfed import registry
+from splitfed.api import default_out
 from splitfed.cli_parser import _command_in, build_parser
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, SplitFedError, Terminated
@@ -118,14 +119,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
         config = config_from_args(args, registry.get(args.protocol))
     else:
         raise SplitFedError("name a protocol (splitfed server sflv1 ...) or give --config FILE")
-    from splitfed.api import default_out
+    out = args.out or default_out(config.protocol)
     from splitfed.checks import check_run
     from splitfed.devices import resolve_device
     from splitfed.runtime.server import check_out_folder
     from splitfed.transport.schemes import check_between_processes
     from splitfed.transport.security import CurveServer, require_server_security
-
-    out = args.out or default_out(config.protocol)
 
     check_between_processes(args.address, "--address")
     resolve_device(config.device)

@@ -13,13 +13,12 @@ package's metadata: about 10 ms); a zygote reads them before it forks, for its c
 from __future__ import annotations
 
 import functools
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 from splitfed.errors import ConfigError
 
 if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
-
     from splitfed.declaration import Declaration
     from splitfed.protocol import ProtocolSpec
 
@@ -28,8 +27,6 @@ GROUP = "splitfed.protocols"
 
 @functools.cache
 def _entry_points() -> tuple[EntryPoint, ...]:
-    from importlib.metadata import entry_points  # tens of ms to import: `splitfed run` starts its zygote first
-
     return tuple(entry_points(group=GROUP))
 
 

@@ -31,11 +31,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from typing import Any
 
 from splitfed.errors import SplitFedError
 
-#: what the zygote imports before it forks anything, then WARM (every registered protocol, found by the zygote)
+#: what the zygote imports before it forks anything (protocol modules are added from the registry)
 PRELOAD = [
     "splitfed.runtime.zygote_signals",  # first: the zygote ignores SIGTERM (a group's SIGTERM stops each party once)
     "torch",
@@ -50,7 +51,7 @@ PRELOAD = [
     "splitfed.data.shards",
     "splitfed.preprocessing.cli",  # every `splitfed server` parser adds the preprocess flags
 ]
-#: the last preload: every registered protocol, roles and all, and the installed entry points read once
+#: the last preload: every protocol's roles (the entry points name light declarations), the registry read once
 WARM = "splitfed.runtime.zygote_warm"
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
@@ -62,9 +63,9 @@ _main_lock = threading.Lock()
 
 
 def preload_modules() -> list[str]:
-    """PRELOAD, then WARM. The zygote reads the entry points itself: the command, which would otherwise
-    read them before it starts the zygote, needs them for nothing else."""
-    return [*PRELOAD, WARM]
+    """PRELOAD, every registered protocol's module named by the entry points (nothing imported here), then WARM."""
+    protocols = sorted({ep.value.split(":")[0] for ep in entry_points(group="splitfed.protocols")})
+    return PRELOAD + [m for m in protocols if m not in PRELOAD] + [WARM]
 
 
 def context() -> Any:

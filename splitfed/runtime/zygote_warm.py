@@ -1,11 +1,10 @@
-"""The zygote's last preload: every registered protocol, and what each party would otherwise read on its own.
+"""The zygote's last preload: every protocol's roles, and what each party would otherwise read on its own.
 
-It loads every registered protocol's whole spec (:func:`splitfed.registry.get`): the module
-its entry point names (for the built-in ones a light declaration) and the roles that names,
-and so reads the installed entry points once for every party forked after it (each read
-scans all installed packages' metadata). A protocol that raises at import ends the zygote
-with its traceback, as any preload does (an ImportError, or a spec that is not one, is left
-to the checks, which report it as one ``error:`` line).
+The entry points name light declarations (protocols/declarations.py), so importing them does
+not import the protocols' maths: this loads every registered protocol's whole spec
+(:func:`splitfed.registry.get`), which also reads the installed entry points once for every
+party forked after it (each read scans all installed packages' metadata). A protocol whose
+roles cannot be loaded is left to the checks, which report it as one ``error:`` line.
 
 Importing this module anywhere but in the forkserver's preloading does nothing.
 """
@@ -28,7 +27,7 @@ def warm() -> None:
     for name in registry.available():
         try:
             registry.get(name)
-        except (ConfigError, ImportError):  # the checks say so, once
+        except ConfigError:  # not a ProtocolSpec, say: the checks say so, once
             pass
     for module in MODULES:
         importlib.import_module(module)
