@@ -10,8 +10,10 @@ The table lists every mark by party, in time order, and the CPU seconds all the 
 processes used (which, unlike the marks, hardly depend on how loaded the machine is);
 "round 1 starts" (the server's mark) is the figure the start-up goal is about. ``--baseline TREE`` (another checkout of
 splitfed, e.g. ``git worktree add --detach /tmp/before main``) runs it too, alternating
-with this checkout, through a ``sitecustomize`` shim that points this environment's
-editable install there, so both columns come from the same machine load.
+with this checkout, so both columns come from the same machine load: with TREE's own
+``.venv`` where it has one (its own entry points: the protocols' moved in issue 13), else
+through a ``sitecustomize`` shim that points this environment's editable install there.
+The zygote's marks (preloading, preloaded) exist from issue 13 on.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def tree_env(work: Path, tree: Path | None) -> dict[str, str]:
     (shim / "sitecustomize.py").write_text(SHIM)
     here = str(Path(__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": str(shim), "SPLITFED_TREE": str(tree.resolve()), "SPLITFED_TREE_FROM": here}
+
+
+def tree_exe(tree: Path | None, here: str) -> str:
+    """The ``splitfed`` command that runs ``tree``: its own environment's, else this one's (``here``)."""
+    own = None if tree is None else tree / ".venv" / "bin" / "splitfed"
+    return str(own) if own is not None and own.exists() else here
 
 
 def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict) -> dict[tuple[str, str], float]:
@@ -81,20 +89,26 @@ def main() -> None:
     exe = shutil.which("splitfed", path=str(Path(sys.executable).parent)) or "splitfed"
     work = Path(tempfile.mkdtemp(prefix="splitfed-startup-"))
     trees = {"this checkout": None, **({"baseline": args.baseline} if args.baseline else {})}
-    envs = {name: tree_env(work, tree) for name, tree in trees.items()}
+    exes = {name: tree_exe(tree, exe) for name, tree in trees.items()}
+    envs = {name: dict(os.environ) if exes[name] != exe else tree_env(work, tree) for name, tree in trees.items()}
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     for i in range(args.repeat):
-        for k, (name, env) in enumerate(envs.items()):
-            runs[name].append(one_run(exe, args.protocol, args.clients, work, i * len(envs) + k, env))
+        order = list(envs.items()) if i % 2 == 0 else list(envs.items())[::-1]  # neither always goes first
+        for k, (name, env) in enumerate(order):
+            runs[name].append(one_run(exes[name], args.protocol, args.clients, work, i * len(envs) + k, env))
     print(f"`splitfed run {args.protocol} --clients {args.clients} --epochs 1`, median of {args.repeat}")
     names = list(runs)
     print("| party | mark | " + " | ".join(f"s, {n}" for n in names) + " |\n|---|---|" + "---|" * len(names))
-    first = runs[names[-1]]
-    keys = sorted({k for r in runs.values() for x in r for k in x}, key=lambda k: _median(first, k) or 1e9)
+    keys = sorted({k for r in runs.values() for x in r for k in x}, key=lambda k: _earliest(runs, k))
     for party, event in keys:
         cells = " | ".join(_fmt(_median(runs[n], (party, event))) for n in names)
         print(f"| {party} | {event} | {cells} |")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _earliest(runs: dict[str, list[dict]], key: tuple[str, str]) -> float:
+    """The smallest median of a mark over the checkouts, to order the table by (a mark one lacks included)."""
+    return min((m for r in runs.values() if (m := _median(r, key)) is not None), default=1e9)
 
 
 def _median(runs: list[dict], key: tuple[str, str]) -> float | None:

@@ -13,9 +13,10 @@ from splitfed.data.shards import client_shard
 from splitfed.models import build_model
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients, Server
-from splitfed.protocol import ClientRole, ProtocolSpec, RoundResult, ServerRole
+from splitfed.protocol import ClientRole, RoundResult, ServerRole
 from splitfed.wire import Message
 
+from .declarations import CENTRALIZED
 from .local_training import evaluate_local, train_local
 from .split_steps import state_copy
 
@@ -68,10 +69,4 @@ class _NoClient(ClientRole):  # centralised training has no clients; the runtime
     train_round = evaluate = setup  # type: ignore[assignment]
 
 
-SPEC = ProtocolSpec(
-    name="centralized",
-    summary="Centralised baseline: one process trains the unsplit model on all training rows pooled",
-    server=CentralizedTrainer,
-    client=_NoClient,
-    distributed=False,
-)
+SPEC = CENTRALIZED.with_roles(server=CentralizedTrainer, client=_NoClient)

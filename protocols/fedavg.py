@@ -17,9 +17,10 @@ from splitfed.metrics import Tally
 from splitfed.models import build_model
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients, Server
-from splitfed.protocol import Assignment, ClientRole, DataRequest, ProtocolSpec, RoundResult, ServerRole
+from splitfed.protocol import Assignment, ClientRole, DataRequest, RoundResult, ServerRole
 from splitfed.wire import Message
 
+from .declarations import FEDAVG
 from .handshake import Joined, check_joiner, describe_shard
 from .local_training import evaluate_local, train_local
 from .sfl_client import load_shard
@@ -110,10 +111,4 @@ class FedAvgServer(ServerRole):
         return {"model": self.state}
 
 
-SPEC = ProtocolSpec(
-    name="fedavg",
-    summary="FedAvg baseline: each client trains the whole model locally, weights averaged by sample count",
-    server=FedAvgServer,
-    client=FedAvgClient,
-    messages=frozenset({"weights"}),
-)
+SPEC = FEDAVG.with_roles(server=FedAvgServer, client=FedAvgClient, messages=frozenset({"weights"}))

@@ -17,7 +17,6 @@ receives only loss sums, correct counts and, at test time, a confusion matrix.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,12 +32,13 @@ from splitfed.data.shards import batch_order, client_rows
 from splitfed.devices import autocast
 from splitfed.errors import ConfigError, ProtocolError
 from splitfed.metrics import Tally
-from splitfed.models.rnn import CELLS, ENCODERS, build_segments, from_sequence, segment_bounds, to_sequence
+from splitfed.models.rnn import build_segments, from_sequence, segment_bounds, to_sequence
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients, Server
-from splitfed.protocol import Assignment, ClientRole, DataRequest, Option, ProtocolSpec, RoundResult, ServerRole
+from splitfed.protocol import Assignment, ClientRole, DataRequest, RoundResult, ServerRole
 from splitfed.wire import Message
 
+from .declarations import FEDSL
 from .split_steps import from_wire, loss_with_counts, state_copy, to_wire
 
 STATE_NAMES = ("h", "c")
@@ -332,50 +332,9 @@ def _validate(config: RunConfig, index: Any) -> None:
         check_partition(config, index, groups)
 
 
-def _at_least(minimum: int) -> Callable[[int], None]:
-    def check(value: int) -> None:
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
-
-    return check
-
-
-SPEC = ProtocolSpec(
-    name="fedsl",
-    summary="FedSL: recurrent network split along the sequence, one segment per client, averaged per position",
+SPEC = FEDSL.with_roles(
     server=FedSLServer,
     client=FedSLClient,
     messages=frozenset({"pull", "hidden", "gradient", "weights"}),
-    options=(
-        Option("cell", str, "gru", "recurrent cell", choices=tuple(sorted(CELLS))),
-        Option(
-            "segments",
-            int,
-            2,
-            "segments per sequence = clients per group; --clients must be a multiple "
-            "(--clients 4 --segments 2 gives two groups)",
-            check=_at_least(2),
-        ),
-        Option(
-            "sequence",
-            str,
-            "rows",
-            "rows: time runs down the image, features = width x channels; cols: across",
-            choices=("rows", "cols"),
-        ),
-        Option("hidden", int, 128, "hidden units per sub-network", check=_at_least(1)),
-        Option(
-            "encoder",
-            str,
-            "conv",
-            "none: each time step's pixels go straight into the recurrent cell; conv: through a small "
-            "1-D CNN first (per step, shared by the segment's steps)",
-            choices=ENCODERS,
-        ),
-    ),
-    defaults={"lr": 3e-3},
     validate=_validate,
-    augments="bands",
-    uses_model=False,
-    validates=False,
 )

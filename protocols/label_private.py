@@ -21,7 +21,6 @@ holds the whole model.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -30,8 +29,8 @@ from torch import nn
 from splitfed.config import RunConfig
 from splitfed.devices import autocast
 from splitfed.errors import ConfigError
-from splitfed.protocol import Option
 
+from .declarations import LABEL_OPTIONS
 from .defences import GradientDefence
 from .split_steps import infer, loss_with_counts
 
@@ -39,64 +38,8 @@ from .split_steps import infer, loss_with_counts
 LABEL_PRIVATE_MESSAGES = frozenset({"middle", "headgrad"})
 
 
-def _positive(value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {value}")
-
-
-LABELS = Option(
-    "labels",
-    str,
-    "server",
-    "who holds the labels: the server (default: they travel with the activations, as in the SplitFed paper) "
-    "or the client, which keeps the model's last --head-blocks blocks too (the U-shaped split): the server "
-    "runs the middle and never receives labels, logits or a batch's loss (it does get each client's round "
-    "totals and test confusion matrix, for the metrics)",
-    choices=("server", "client"),
-)
-HEAD_BLOCKS = Option(
-    "head_blocks",
-    int,
-    1,
-    "with --labels client: how many of the model's last blocks the client keeps as its head (default 1, "
-    "the classifier block); --cut plus this must leave the server at least one block",
-    check=_positive,
-)
-
-
-def _non_negative(value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"must be a finite number >= 0 (0 = off), got {value}")
-
-
-LABEL_CLIP = Option(
-    "label_clip",
-    float,
-    0.0,
-    "with --labels client: each example's gradient at the head's input (of its own loss) is scaled on the client "
-    "to an L2 norm of at most LABEL_CLIP before it is sent (default 0: off)",
-    check=_non_negative,
-)
-LABEL_NOISE = Option(
-    "label_noise",
-    float,
-    0.0,
-    "with --labels client and --label-clip: Gaussian noise of std LABEL_NOISE x LABEL_CLIP is added on the client "
-    "to every element of each example's clipped gradient at the head's input, in every training batch (default 0: "
-    "off); a defence against the label attack, measured by `splitfed attack RUN --labels`, not an (epsilon, delta) "
-    "guarantee",
-    check=_non_negative,
-)
-HEADS = Option(
-    "heads",
-    str,
-    "averaged",
-    "with --labels client: averaged (default: the clients' heads are FedAvg'd through the server, so the server "
-    "holds the whole model and can classify what it receives) or local (each client keeps its own head, which "
-    "never leaves it; only fronts are averaged; --resume needs each client's own state file)",
-    choices=("averaged", "local"),
-)
-OPTIONS = (LABELS, HEAD_BLOCKS, LABEL_CLIP, LABEL_NOISE, HEADS)
+#: the options (declared, without torch, in declarations.py)
+OPTIONS = LABEL_OPTIONS
 
 
 def labels_on_client(config: RunConfig) -> bool:

@@ -28,13 +28,14 @@ from splitfed.data.partition import split_train_test
 from splitfed.devices import autocast
 from splitfed.errors import ConfigError, DataError, ProtocolError
 from splitfed.metrics import Tally
-from splitfed.models.vertical import HEADS, band_bounds, seeded_top
+from splitfed.models.vertical import band_bounds, seeded_top
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients
-from splitfed.protocol import Option, ProtocolSpec, RoundResult, ServerRole
+from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
 from . import psi
+from .declarations import PYVERTICAL
 from .psi import MIN_COMMON, decode_ids, encode_ids
 from .pyvertical_owner import VerticalOwner
 from .split_steps import from_wire, to_wire
@@ -243,46 +244,9 @@ def _validate(config: RunConfig, index: Any) -> None:
         split_train_test(index.labels, index.subjects, config.test_split, config.test_fraction, config.seed)
 
 
-def _share(value: float) -> None:
-    if not 0 < value <= 1:
-        raise ValueError(f"must be in (0, 1], got {value}")
-
-
-SPEC = ProtocolSpec(
-    name="pyvertical",
-    summary="PyVertical: each client holds a vertical band of the same samples, aligned by PSI; labels on the server",
+SPEC = PYVERTICAL.with_roles(
     server=VerticalServer,
     client=VerticalOwner,
     messages=frozenset({"psi", "ids", "pull", "forward", "gradient", "logits", "eval", "eval_result"}),
-    options=(
-        Option(
-            "labels",
-            str,
-            "server",
-            "who holds the labels: the server (default, OpenMined's 'data scientist') or client 1, "
-            "which then runs PSI with the other owners through the server and computes the loss on "
-            "the logits the server sends it, so labels never leave it",
-            choices=("server", "client"),
-        ),
-        Option(
-            "overlap",
-            float,
-            1.0,
-            "simulated share of all samples each owner holds (sampled independently per owner; the "
-            "intersection is found by PSI)",
-            check=_share,
-        ),
-        Option(
-            "head",
-            str,
-            "cnn",
-            "each owner's network over its band: basic (two full-resolution convolutions) or cnn "
-            "(three GroupNorm conv blocks with pooling; the default)",
-            choices=HEADS,
-        ),
-    ),
     validate=_validate,
-    augments="bands",
-    uses_model=False,
-    validates=False,
 )

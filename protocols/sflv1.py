@@ -19,12 +19,12 @@ from splitfed.devices import cores
 from splitfed.metrics import Tally
 from splitfed.optim import clip_before_step, lr_at, make_optimizer
 from splitfed.peers import Clients
-from splitfed.protocol import ProtocolSpec, RoundResult
+from splitfed.protocol import RoundResult
 from splitfed.wire import Message
 
 from .concurrent_steps import Lockstep, Overlapped, step_pool
+from .declarations import SFLV1
 from .label_private import LABEL_PRIVATE_MESSAGES
-from .label_private import OPTIONS as LABEL_OPTIONS
 from .label_private import validate as validate_split
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
@@ -130,13 +130,9 @@ class SFLv1Server(SFLServerBase):
             self.opts.pop(peer, None)
 
 
-SPEC = ProtocolSpec(
-    name="sflv1",
-    summary="SplitFed v1: clients train in parallel, one server-half copy per client, both halves FedAvg'd per round",
+SPEC = SFLV1.with_roles(
     server=SFLv1Server,
     client=SFLClient,
-    smashed=True,
     messages=SFL_MESSAGES | LABEL_PRIVATE_MESSAGES,
-    options=LABEL_OPTIONS,
     validate=validate_split,
 )

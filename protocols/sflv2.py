@@ -18,16 +18,14 @@ import numpy as np
 from splitfed.errors import ProtocolError
 from splitfed.metrics import Tally
 from splitfed.peers import Clients
-from splitfed.protocol import Option, ProtocolSpec, RoundResult
+from splitfed.protocol import RoundResult
 from splitfed.wire import Message
 
+from .declarations import SFLV2
 from .label_private import LABEL_PRIVATE_MESSAGES
-from .label_private import OPTIONS as LABEL_OPTIONS
 from .label_private import validate as validate_split
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
-
-ORDERS = ("sequential", "interleaved")
 
 
 class SFLv2Server(SFLServerBase):
@@ -98,24 +96,9 @@ class SFLv2Server(SFLServerBase):
         return RoundResult(tally)
 
 
-SPEC = ProtocolSpec(
-    name="sflv2",
-    summary="SplitFed v2: one server half trained on clients in a random order each round; client halves FedAvg'd",
+SPEC = SFLV2.with_roles(
     server=SFLv2Server,
     client=SFLClient,
-    smashed=True,
     messages=SFL_MESSAGES | LABEL_PRIVATE_MESSAGES,
-    parallel_clients=False,
     validate=validate_split,
-    options=(
-        *LABEL_OPTIONS,
-        Option(
-            "order",
-            str,
-            "sequential",
-            "sequential (default, as the reference code): each client runs its whole local epoch in its turn; "
-            "interleaved (as the paper): one batch per client, round-robin in the round's random order",
-            choices=ORDERS,
-        ),
-    ),
 )

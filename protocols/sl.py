@@ -12,9 +12,10 @@ from __future__ import annotations
 from splitfed.errors import ProtocolError
 from splitfed.metrics import Tally
 from splitfed.peers import Clients, Server
-from splitfed.protocol import ProtocolSpec, RoundResult
+from splitfed.protocol import RoundResult
 from splitfed.wire import Message
 
+from .declarations import SL
 from .sfl_client import SFLClient
 from .sfl_server import SFL_MESSAGES, SFLServerBase
 
@@ -80,12 +81,4 @@ class SLServer(SFLServerBase):
         return RoundResult(tally)
 
 
-SPEC = ProtocolSpec(
-    name="sl",
-    summary="Vanilla split learning: clients take turns on one model, handing the client half on",
-    server=SLServer,
-    client=SLClient,
-    smashed=True,
-    messages=SFL_MESSAGES | {"turn"},
-    parallel_clients=False,
-)
+SPEC = SL.with_roles(server=SLServer, client=SLClient, messages=SFL_MESSAGES | {"turn"})

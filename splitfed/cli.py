@@ -152,7 +152,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     protocols = protocol_names(args.protocols)
     for p in protocols:
-        registry.get(p)  # unknown names fail here, before any run starts
+        registry.declared(p)  # unknown names fail here, before any run starts
     common = [
         "--epochs",
         str(args.epochs),
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.verbose)
         if args.command == "protocols":
             for name in registry.available():
-                print(f"{name:12s} {registry.get(name).summary}")
+                print(f"{name:12s} {registry.declared(name).summary}")
             return 0
         commands = {
             "keys": _cmd_keys,

@@ -7,12 +7,16 @@ from pathlib import Path
 
 from splitfed import __version__, registry
 from splitfed.config import OPTIMIZERS, PRECISION_NAMES, PRIVACY_PRESETS, SCHEDULES, WIRE_DTYPES, RunConfig
+from splitfed.declaration import Declaration
 from splitfed.protocol import DataRequest, ProtocolSpec
+
+#: what a parser needs of a protocol: its light declaration, or the spec of a plugin that registers no declaration
+Declared = Declaration | ProtocolSpec
 
 BUILTIN_NOTE = "digits = scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), no download"
 
 
-def _training_flags(p: argparse.ArgumentParser, spec: ProtocolSpec | None) -> None:
+def _training_flags(p: argparse.ArgumentParser, spec: Declared | None) -> None:
     d = RunConfig(protocol="-")
     g = p.add_argument_group("training")
     split = spec is None or spec.distributed  # a protocol without clients has no cut and no wire: no such flags
@@ -269,7 +273,7 @@ def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
     )
 
 
-def _protocol_flags(group: argparse._ArgumentGroup, spec: ProtocolSpec) -> None:
+def _protocol_flags(group: argparse._ArgumentGroup, spec: Declared) -> None:
     """One flag per protocol :class:`~splitfed.protocol.Option`; values are checked by ``spec.option_values``."""
     for option in spec.options:
         group.add_argument(
@@ -326,7 +330,7 @@ def _data_flags(p: argparse.ArgumentParser, *, client: bool) -> None:
         )
 
 
-#: commands whose parsers list every protocol's flags (loading a protocol imports torch)
+#: commands whose parsers list every protocol's flags (reading the declarations: no torch for the built-in ones)
 _PROTOCOL_COMMANDS = ("run", "server")
 
 
@@ -337,9 +341,9 @@ def _command_in(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole parser; given the command line about to be parsed, only what it needs.
 
-    ``splitfed --help``, ``splitfed client ...`` and the like never load a protocol (which
-    imports torch, seconds on a small machine): the protocols' sub-parsers are built only
-    for ``run`` and ``server``.
+    ``splitfed --help``, ``splitfed client ...`` and the like never read a protocol's declaration:
+    the protocols' sub-parsers are built only for ``run`` and ``server``, from the light
+    declarations (:func:`splitfed.registry.declared`), so their ``--help`` imports no torch either.
     """
     parser = argparse.ArgumentParser(prog="splitfed", description="Split-federated deep learning over ZeroMQ.")
     parser.add_argument("--version", action="version", version=f"splitfed {__version__}")
@@ -348,7 +352,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     names = registry.available()
     wanted = argv is None or _command_in(argv) in _PROTOCOL_COMMANDS
-    specs = {n: registry.get(n) for n in names} if wanted else {}
+    specs = {n: registry.declared(n) for n in names} if wanted else {}
     run = sub.add_parser(
         "run",
         help="train with one server and N client processes on this machine",

@@ -165,6 +165,15 @@ def finish(plan: dict[str, Any]) -> int:
 
 
 def run_via_zygote(argv: list[str]) -> int:
-    """``splitfed run ...`` with the checks in a child of the zygote, and the parties forked from it."""
+    """``splitfed run ...`` with the checks in a child of the zygote, and the parties forked from it.
+
+    The zygote starts first: while it imports torch (seconds), this process imports what it needs
+    to launch the parties (numpy, through the run folder's writer), which would otherwise come
+    between the checks and the parties."""
+    from splitfed.runtime import zygote
+
+    zygote.start()
+    import splitfed.runtime.launcher  # noqa: F401 - imported now, used by execute()
+
     code, plan = plan_via_zygote(argv)
     return finish(plan) if plan is not None else code

@@ -1,8 +1,9 @@
 """The contract between the runtime and a protocol: a :class:`ProtocolSpec` with two roles.
 
-A protocol module defines one ``SPEC`` (entry-point group ``splitfed.protocols``): its
-two roles, the message kinds it sends (:attr:`ProtocolSpec.messages`) and its own options
-(:class:`Option`, validated before any process starts). The runtime owns the rest::
+A protocol module defines one ``SPEC`` (entry-point group ``splitfed.protocols``, directly or
+through a light :class:`~splitfed.declaration.Declaration` that names it): its two roles, the
+message kinds it sends (:attr:`ProtocolSpec.messages`) and its own options (:class:`Option`,
+validated before any process starts). The runtime owns the rest::
 
     server: hello/welcome; ready from every client -> role.setup(clients, ready) -> ack to all
             (carrying role.start(peer)) -> role.prepare(clients); then per round
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from splitfed.config import RunConfig
+from splitfed.declaration import Option, option_values
 from splitfed.errors import ConfigError
 
 if TYPE_CHECKING:  # `splitfed --help` and `import splitfed` must not wait for torch
@@ -168,39 +170,6 @@ class ClientRole(ABC):
 
 
 @dataclass(frozen=True)
-class Option:
-    """One protocol option: the flag ``--name-with-dashes`` of ``splitfed run/server PROTOCOL``, and
-    ``config.option(name)`` in the roles. Validated (``choices``, ``check``) before any process starts."""
-
-    name: str  # a Python name; the flag is --name-with-dashes
-    type: Callable[[Any], Any]
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-    #: raises ValueError (or ConfigError) saying what is wrong with a value, after the flag: 'must be >= 1, got 0'
-    check: Callable[[Any], None] | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def value(self, raw: Any) -> Any:
-        """``raw`` converted and checked; a ConfigError naming the flag otherwise."""
-        try:
-            value = self.type(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.flag} {raw!r} is not a valid {getattr(self.type, '__name__', 'value')}") from exc
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.flag} {value!r} is not one of {', '.join(map(str, self.choices))}")
-        if self.check is not None:
-            try:
-                self.check(value)
-            except (ValueError, ConfigError) as exc:
-                raise ConfigError(f"{self.flag} {exc}") from None
-        return value
-
-
-@dataclass(frozen=True)
 class ProtocolSpec:
     name: str
     summary: str
@@ -255,10 +224,4 @@ class ProtocolSpec:
     def option_values(self, given: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
         """Every option of this protocol: the given values (a mapping or keywords) converted and
         checked, defaults for the rest. Raises ConfigError naming the flag of a bad or unknown one."""
-        values = {**(given or {}), **kwargs}
-        known = {o.name: o for o in self.options}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            flags = ", ".join(o.flag for o in self.options) or "none"
-            raise ConfigError(f"{self.name} has no option {unknown[0]!r} (its options: {flags})")
-        return {name: o.value(values[name]) if name in values else o.default for name, o in known.items()}
+        return option_values(self.name, self.options, given, kwargs)

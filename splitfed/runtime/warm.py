@@ -28,9 +28,9 @@ def _load() -> None:
 
 
 def warm_imports() -> threading.Thread | None:
-    """Start importing :data:`MODULES` in a daemon thread, unless they are imported already."""
+    """Start importing :data:`MODULES` in a thread, unless they are imported already."""
     if all(name in sys.modules for name in MODULES):
         return None
-    thread = threading.Thread(target=_load, name="splitfed-warm-imports", daemon=True)
+    thread = threading.Thread(target=_load, name="splitfed-warm-imports", daemon=False)  # see the docstring
     thread.start()
     return thread

@@ -49,7 +49,10 @@ PRELOAD = [
     "splitfed.runtime.server",
     "splitfed.runtime.client",
     "splitfed.data.shards",
+    "splitfed.preprocessing.cli",  # every `splitfed server` parser adds the preprocess flags
 ]
+#: the last preload: every protocol's roles (the entry points name light declarations), the registry read once
+WARM = "splitfed.runtime.zygote_warm"
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
 #: seconds the zygote gets, at exit, to end on its own once its children are gone, before it is killed
@@ -60,9 +63,9 @@ _main_lock = threading.Lock()
 
 
 def preload_modules() -> list[str]:
-    """PRELOAD and every registered protocol's module, named from the entry points (nothing imported here)."""
+    """PRELOAD, every registered protocol's module named by the entry points (nothing imported here), then WARM."""
     protocols = sorted({ep.value.split(":")[0] for ep in entry_points(group="splitfed.protocols")})
-    return PRELOAD + [m for m in protocols if m not in PRELOAD]
+    return PRELOAD + [m for m in protocols if m not in PRELOAD] + [WARM]
 
 
 def context() -> Any:
@@ -73,6 +76,14 @@ def context() -> Any:
         _context.set_forkserver_preload(preload_modules())
         atexit.register(stop)
     return _context
+
+
+def start() -> None:
+    """Start the zygote now, without forking anything: it preloads while the caller does other work."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
 
 
 def stop(wait: float = STOP_WAIT) -> None:

@@ -16,7 +16,7 @@ import signal
 import sys
 
 
-def _preloaded_by_forkserver() -> bool:
+def preloaded_by_forkserver() -> bool:
     """Whether this import runs inside multiprocessing's forkserver ``main`` (the zygote preloading)."""
     frame = sys._getframe()
     while frame is not None:
@@ -27,8 +27,12 @@ def _preloaded_by_forkserver() -> bool:
     return False
 
 
-if _preloaded_by_forkserver():
+if preloaded_by_forkserver():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Blocked too: a SIGTERM sent to a party between its fork and its handler is then held, not lost
     # (Linux keeps a blocked signal pending even when ignored), and :func:`enter` unblocks it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    from splitfed.timeline import mark, set_party
+
+    set_party("zygote")  # each forked child names its own party (zygote.enter)
+    mark("preloading")
