@@ -73,6 +73,15 @@ class SFLClient(ClientRole):
         self.local_head = self.head is not None and heads_local(cfg)
         self.state_required = self.local_head
         self.codec = {"acts": cfg.wire_compress} if cfg.wire_compress != "none" else {}
+        if self.head is not None:  # the label settings come from the server's welcome: say which this client runs
+            log.info(
+                "%s: labels stay here (head of %d block(s), heads %s, label clip %g, label noise %g)",
+                name,
+                head_blocks(cfg),
+                "local" if self.local_head else "averaged",
+                cfg.option("label_clip", 0.0),
+                cfg.option("label_noise", 0.0),
+            )
 
     def describe(self) -> dict:
         return describe_shard(self.shard)

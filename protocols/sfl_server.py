@@ -212,8 +212,7 @@ class SFLServerBase(ServerRole):
             finally:
                 for half in self.halves.values():
                     half.train()
-        for peer in sorted(tallies, key=lambda p: order.index(p) if p in order else len(order)):
-            tally.merge(tallies[peer])
+        Tally.merge_in_order(tally, tallies, order)
         if self.private:  # each client's test tally, counted where its labels are
             for report in reports.values():
                 tally.add_meta(report.meta)

@@ -92,8 +92,9 @@ class SFLv1Server(SFLServerBase):
             weights = clients.gather("weights", on=on, lost=lost, pump=together.pump)
         finally:
             together.close()
-        for peer in sorted(tallies, key=lambda p: order.index(p) if p in order else len(order)):
-            tally.merge(tallies[peer])
+            for peer in together.lost:  # --labels client: a forward a lost client's step left open after it went
+                self.open.pop(peer, None)
+        Tally.merge_in_order(tally, tallies, order)
         return weights
 
     def average_server_copies(self, order: list[str]) -> None:

@@ -122,8 +122,9 @@ def _three_parts(config: RunConfig, facts: dict[str, Any], state: dict[str, Any]
     return tuple(part.eval() for part in parts)
 
 
-def _client_head(run: Path) -> tuple[str, dict]:
-    """(a client's name, its own head) from the run's client state files (--heads local: the server has none)."""
+def _client_head(run: Path, round: int | None) -> tuple[str, dict]:
+    """(a client's name, its own head) from the run's client state files (--heads local: the server has none),
+    saved at the checkpoint's ``round`` (a head of another round does not belong with its front and middle)."""
     files = sorted((run / "clients").glob("*.pt"))
     if not files:
         raise ConfigError(
@@ -131,7 +132,15 @@ def _client_head(run: Path) -> tuple[str, dict]:
             f"needs that client's head, from its own state file, and {run / 'clients'} holds none; copy a client's "
             "state file (the one its --state-dir holds) there"
         )
-    return files[0].stem, torch.load(files[0], map_location="cpu", weights_only=True)["state"]["head"]
+    saved = {f.stem: torch.load(f, map_location="cpu", weights_only=True) for f in files}
+    for name, got in saved.items():
+        if round is None or got.get("round") == round:
+            return name, got["state"]["head"]
+    rounds = {name: got.get("round") for name, got in saved.items()}
+    raise ConfigError(
+        f"the checkpoint is of round {round}, but the client state files in {run / 'clients'} are of rounds {rounds}; "
+        "copy a client's state file saved at the checkpoint's round"
+    )
 
 
 def label_attack_run(run: Path, *, victims: int = 256, seed: int = 0, out: Path | None = None) -> dict[str, Any]:
@@ -203,7 +212,7 @@ def _private_attacks(run: Path, config: RunConfig, facts: dict[str, Any], victim
     report: dict[str, Any] = {"heads": "local" if local else "averaged", "label_clip": guard.clip}
     report["label_noise"] = guard.noise
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    owner, head = _client_head(run) if local else (None, None)
+    owner, head = _client_head(run, state.get("round")) if local else (None, None)
     settings = {
         "batch": config.batch_size,
         "release": release,

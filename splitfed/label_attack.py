@@ -61,11 +61,11 @@ def head_input_gradients(
     draw: int = 0,
 ) -> torch.Tensor:
     """The gradient at the head's input that a client returns for each row of ``x`` (one row each), in
-        training batches of ``batch`` with the mean loss, as ``--labels client`` sends it. ``release`` is the
-        client's defence on its front's activations (clipping, noise) and ``head_release`` its defence on the
+    training batches of ``batch`` with the mean loss, as ``--labels client`` sends it. ``release`` is the
+    client's defence on its front's activations (clipping, noise) and ``head_release`` its defence on the
     returned gradient (``--label-clip``/``--label-noise``), as in the run; ``smoothing`` and
-        ``precision`` are the run's ``--label-smoothing`` and ``--precision``. The parts are in eval mode
-        (the built-in models hold no dropout or batch statistics, so that is their training arithmetic).
+    ``precision`` are the run's ``--label-smoothing`` and ``--precision``. The parts are in eval mode
+    (the built-in models hold no dropout or batch statistics, so that is their training arithmetic).
     ``draw`` numbers the gradient noise's draw (one per round in which the client sends these rows)."""
     grads = []
     for start in range(0, len(x), batch):

@@ -65,6 +65,13 @@ class Tally:
         self.count += other.count
         self.confusion += other.confusion
 
+    @staticmethod
+    def merge_in_order(into: Tally, tallies: dict[str, Tally], order: list[str]) -> None:
+        """Add the per-client ``tallies`` to ``into`` in client ``order`` (clients not in it last, by name), so that
+        the float sums do not depend on the order the clients' batches were counted in."""
+        for peer in sorted(tallies, key=lambda p: (order.index(p) if p in order else len(order), p)):
+            into.merge(tallies[peer])
+
     def to_meta(self) -> dict:
         """JSON-safe sums, for a party that reports its tally to the server."""
         return {

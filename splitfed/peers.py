@@ -20,6 +20,10 @@ Handler = Callable[[str, Message], None]
 LossPolicy = Callable[[str, PeerLostError], None]
 
 
+class _MembersLost(Exception):
+    """Raised by gather's pump wrapper: a member it waits for was dropped while the pump answered it."""
+
+
 class Clients:
     """The server's view of the run's clients (in client order), over a :class:`ServerLink`."""
 
@@ -75,15 +79,24 @@ class Clients:
         waiting = list(among) if among is not None else self.names
         expect = (kind, *on)
         got: dict[str, Message] = {}
+
+        def pumped() -> bool:  # a member lost while the pump answered it ends the wait, which may be for it alone
+            busy = pump() if pump is not None else False
+            if any(p not in self._link.clients for p in waiting):
+                raise _MembersLost
+            return busy
+
         while len(got) < len(waiting):
             msg = None
             try:
-                peer, msg = self._link.recv(expect=expect, pump=pump)
+                peer, msg = self._link.recv(expect=expect, pump=pumped if pump is not None else None)
                 if msg.kind != kind:
                     on[msg.kind](peer, msg)
             except PeerLostError as exc:
                 self.drop(exc)
-            self._leave_out_lost(waiting, got, lost)  # dropped here, or while a handler answered it
+            except _MembersLost:
+                pass
+            self._leave_out_lost(waiting, got, lost)  # dropped here, or while a handler or the pump answered it
             if msg is None or msg.kind != kind:
                 continue
             if peer in got:

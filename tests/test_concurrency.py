@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,49 @@ def test_evaluation_in_chunks_equals_one_pass(model: str, monkeypatch: pytest.Mo
     with torch.inference_mode():
         split_steps.infer(net, x)
     assert rows_seen == [37]
+
+
+def test_a_client_lost_while_its_answer_goes_out_ends_the_wait_for_it() -> None:
+    """The pump answers a finished step; if that client is gone, gather stops waiting for it at once (it was
+    the last one waited for: nothing else would wake the wait), instead of failing the run after --timeout."""
+    import uuid
+
+    from splitfed.peers import Clients
+    from splitfed.transport.link import ClientLink, ServerLink
+    from splitfed.transport.schemes import client_transport, server_transport
+
+    address = f"memory://lost-in-pump-{uuid.uuid4().hex}"
+    link = ServerLink(server_transport(address, max_bytes=1 << 20, send_timeout=0.5), timeout=20.0)
+    clients = Clients(link)
+    clients.on_lost = lambda peer, exc: link.forget(peer)
+    ends = {n: ClientLink(client_transport(address, n, max_bytes=1 << 20), timeout=60) for n in "ab"}
+    for name in "ab":
+        link.register(name)
+    a_gone, b_gathered = threading.Event(), threading.Event()
+
+    def compute(peer: str, msg: Message) -> str:  # a's step: b finishes its round and is gathered, then a dies
+        ends["b"].send(Message("weights"))
+        assert b_gathered.wait(20)
+        ends["a"].transport.close()
+        a_gone.set()
+        return peer
+
+    lost: list[str] = []
+    together = Overlapped(
+        compute, lambda p, m, r: clients.reply(p, Message("gradient")), step_pool(2, 1, 2), clients.interrupt
+    )
+    ends["a"].send(Message("forward"))
+    started = time.monotonic()
+    try:
+        got = clients.gather(
+            "weights",
+            on={"forward": together.add},
+            each=lambda p, m: b_gathered.set(),
+            lost=lost.append,
+            pump=together.pump,
+        )
+    finally:
+        together.close()
+        link.close()
+    assert a_gone.is_set() and list(got) == ["b"] and lost == ["a"]
+    assert time.monotonic() - started < 15  # not the 20 s --timeout
