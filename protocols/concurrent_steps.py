@@ -136,3 +136,36 @@ class Overlapped:
         """Wait for the steps still under way (a lost client's), so that no worker touches state after the phase."""
         wait([f for _, f in self.running.values()])
         self.running.clear()
+
+
+def gather_side_by_side(
+    clients: Any,
+    kind: str,
+    requests: Iterable[str],
+    compute: Callable[[str, Message], Any],
+    finish: Callable[[str, Message, Any], None],
+    pool: ThreadPoolExecutor,
+    lost: Callable[[str], None] | None = None,
+) -> dict[str, Message]:
+    """``clients.gather(kind)`` while serving the ``requests`` kinds side by side on ``pool``: :class:`Overlapped`
+    where the transport can be woken from a worker, else :class:`Lockstep`. ``lost(peer)``: the role forgets a
+    lost client's part; its step under way, if any, goes unanswered. No step runs once this returns."""
+
+    def forget(drop: Callable[[str], None]) -> Callable[[str], None]:
+        def gone(peer: str) -> None:
+            drop(peer)
+            if lost is not None:
+                lost(peer)
+
+        return gone
+
+    if not clients.can_interrupt:
+        together = Lockstep(clients, compute, finish, pool)
+        on = {request: together.add for request in requests}
+        return clients.gather(kind, on=on, each=together.leave, lost=forget(together.drop))
+    overlapped = Overlapped(compute, finish, pool, clients.interrupt)
+    try:
+        on = {request: overlapped.add for request in requests}
+        return clients.gather(kind, on=on, lost=forget(overlapped.drop), pump=overlapped.pump)
+    finally:
+        overlapped.close()

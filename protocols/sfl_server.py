@@ -12,14 +12,14 @@ from torch import nn
 
 from splitfed.aggregation import fedavg
 from splitfed.errors import ProtocolError
-from splitfed.metrics import Tally
+from splitfed.metrics import ClientTallies, Tally
 from splitfed.models import build_model, resolve_cut, split_model, split_three
 from splitfed.optim import make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import RoundResult, ServerRole
 from splitfed.wire import Message
 
-from .concurrent_steps import Lockstep, Overlapped
+from .concurrent_steps import gather_side_by_side
 from .handshake import Joined, check_joiner
 from .label_private import head_blocks, labels_on_client, middle_backward, middle_eval, middle_forward
 from .split_steps import from_wire, server_eval, server_step, state_copy, to_wire
@@ -169,9 +169,7 @@ class SFLServerBase(ServerRole):
 
     def evaluate(self, clients: Clients, round: int) -> RoundResult:
         tally = Tally(len(self.classes))
-        order = list(clients.names)
-        #: each client's test batches (served as their steps finish), merged into ``tally`` in client order
-        tallies: dict[str, Tally] = {}
+        order, tallies = list(clients.names), ClientTallies(len(self.classes))  # see SFLv1Server.train_round
 
         def test_batch(peer: str, msg: Message) -> Any:
             acts = from_wire(msg.tensors["acts"], self.device)
@@ -186,7 +184,7 @@ class SFLServerBase(ServerRole):
                 clients.reply(peer, self.compressed(reply, "acts"))
                 return
             logits, loss_sum = result
-            correct = tallies.setdefault(peer, Tally(len(self.classes))).add(logits, msg.tensors["labels"], loss_sum)
+            correct = tallies.of(peer).add(logits, msg.tensors["labels"], loss_sum)
             clients.reply(peer, Message("eval_result", meta={"correct": correct, "loss_sum": loss_sum}))
 
         if self.pool is None:  # one server half, or one core: serve each test batch as it comes
@@ -196,23 +194,11 @@ class SFLServerBase(ServerRole):
             for half in self.halves.values():
                 half.eval()
             try:
-                if clients.can_interrupt:  # each test batch as it arrives
-                    overlapped = Overlapped(test_batch, answer, self.pool, clients.interrupt)
-                    try:
-                        reports = clients.gather(
-                            "eval_done", on={"eval": overlapped.add}, lost=overlapped.drop, pump=overlapped.pump
-                        )
-                    finally:
-                        overlapped.close()
-                else:  # every client's batch, then all at once
-                    together = Lockstep(clients, test_batch, answer, self.pool)
-                    reports = clients.gather(
-                        "eval_done", on={"eval": together.add}, each=together.leave, lost=together.drop
-                    )
+                reports = gather_side_by_side(clients, "eval_done", ["eval"], test_batch, answer, self.pool)
             finally:
                 for half in self.halves.values():
                     half.train()
-        Tally.merge_in_order(tally, tallies, order)
+        tallies.merge_into(tally, order)
         if self.private:  # each client's test tally, counted where its labels are
             for report in reports.values():
                 tally.add_meta(report.meta)

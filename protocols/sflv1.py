@@ -9,20 +9,19 @@ belongs to each copy and persists across batches and rounds; only weights are av
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
 
 from splitfed.aggregation import fedavg
 from splitfed.devices import cores
-from splitfed.metrics import Tally
+from splitfed.metrics import ClientTallies, Tally
 from splitfed.optim import clip_before_step, lr_at, make_optimizer
 from splitfed.peers import Clients
 from splitfed.protocol import RoundResult
 from splitfed.wire import Message
 
-from .concurrent_steps import Lockstep, Overlapped, step_pool
+from .concurrent_steps import gather_side_by_side, step_pool
 from .declarations import SFLV1
 from .label_private import LABEL_PRIVATE_MESSAGES
 from .label_private import validate as validate_split
@@ -55,47 +54,22 @@ class SFLv1Server(SFLServerBase):
         self.keep_copies_for(clients.names, round)
         if self.pool is None:
             weights = clients.gather("weights", on=self.forward_handler(clients, tally), lost=self.discard_copy)
-        elif clients.can_interrupt:  # each batch steps as it arrives, beside the other clients' batches
-            weights = self._train_overlapped(clients, tally)
-        else:  # every client still training sends a batch, and the server steps their copies at once
-            finish = partial(self.finish_forward, clients, tally)
-            together = Lockstep(clients, self.step_forward, finish, self.pool)
+        else:  # each client's batches step in workers, beside the other clients' batches
+            # Replies may go out in the order steps finish, so each client's batches are counted in a tally of
+            # its own, merged in client order: the figures do not depend on which step finished first.
+            order, tallies = list(clients.names), ClientTallies(len(self.classes))
 
-            def lost(peer: str) -> None:  # its copy goes, and the others no longer wait for its batches
-                self.discard_copy(peer)
-                together.drop(peer)
+            def finish(peer: str, msg: Message, stepped: Any) -> None:
+                self.finish_forward(clients, tallies.of(peer), peer, msg, stepped)
 
-            on = {kind: together.add for kind in self.step_kinds()}
-            weights = clients.gather("weights", on=on, each=together.leave, lost=lost)
+            weights = gather_side_by_side(
+                clients, "weights", self.step_kinds(), self.step_forward, finish, self.pool, lost=self.discard_copy
+            )
+            tallies.merge_into(tally, order)
+        self.open.clear()  # --labels client: every finished client closed its forwards; any left was a lost one's
         self.average_server_copies(list(weights))
         self.average_clients(clients, weights, tally)
         return RoundResult(tally)
-
-    def _train_overlapped(self, clients: Clients, tally: Tally) -> dict[str, Message]:
-        """The round's batches, each stepped as it arrives (:class:`Overlapped`); the clients' weights.
-        Replies go out as steps finish, so each client's batches are counted in a tally of its own,
-        merged into ``tally`` in client order: the figures do not depend on which step finished first."""
-        order = list(clients.names)
-        tallies: dict[str, Tally] = {}
-
-        def finish(peer: str, msg: Message, stepped: Any) -> None:
-            self.finish_forward(clients, tallies.setdefault(peer, Tally(len(self.classes))), peer, msg, stepped)
-
-        together = Overlapped(self.step_forward, finish, self.pool, clients.interrupt)
-
-        def lost(peer: str) -> None:  # its copy goes, and its step under way goes unanswered
-            together.drop(peer)
-            self.discard_copy(peer)
-
-        try:
-            on = {kind: together.add for kind in self.step_kinds()}
-            weights = clients.gather("weights", on=on, lost=lost, pump=together.pump)
-        finally:
-            together.close()
-            for peer in together.lost:  # --labels client: a forward a lost client's step left open after it went
-                self.open.pop(peer, None)
-        Tally.merge_in_order(tally, tallies, order)
-        return weights
 
     def average_server_copies(self, order: list[str]) -> None:
         """FedAvg of the copies of the clients that finished the round; every copy starts the next from it."""

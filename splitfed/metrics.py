@@ -65,13 +65,6 @@ class Tally:
         self.count += other.count
         self.confusion += other.confusion
 
-    @staticmethod
-    def merge_in_order(into: Tally, tallies: dict[str, Tally], order: list[str]) -> None:
-        """Add the per-client ``tallies`` to ``into`` in client ``order`` (clients not in it last, by name), so that
-        the float sums do not depend on the order the clients' batches were counted in."""
-        for peer in sorted(tallies, key=lambda p: (order.index(p) if p in order else len(order), p)):
-            into.merge(tallies[peer])
-
     def to_meta(self) -> dict:
         """JSON-safe sums, for a party that reports its tally to the server."""
         return {
@@ -110,6 +103,23 @@ class Tally:
     @property
     def macro_f1(self) -> float:
         return macro_f1(self.confusion)
+
+
+class ClientTallies:
+    """One :class:`Tally` per client, for batches counted in whatever order their steps finish, added up in
+    client order: the float sums then do not depend on which client's batch was counted first."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.tallies: dict[str, Tally] = {}
+
+    def of(self, peer: str) -> Tally:
+        return self.tallies.setdefault(peer, Tally(self.n_classes))
+
+    def merge_into(self, into: Tally, order: list[str]) -> None:
+        """Add every client's tally to ``into`` in ``order`` (clients not in it, such as lost ones, last, by name)."""
+        for peer in sorted(self.tallies, key=lambda p: (order.index(p) if p in order else len(order), p)):
+            into.merge(self.tallies[peer])
 
 
 def macro_f1(confusion: np.ndarray) -> float:
