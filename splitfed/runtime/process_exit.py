@@ -1,0 +1,44 @@
+"""Ending a finished splitfed process without the interpreter's module teardown.
+
+Once torch and ``torch._dynamo`` (which every optimizer imports) are loaded, an interpreter's
+own exit spends most of a second destroying modules and collecting their objects after the
+program is done (0.9 s measured on this project's 2-core machine), which every ``splitfed
+server``, ``splitfed client`` and ``splitfed run`` command paid at its end. A command whose
+work is done ends here as the interpreter would, minus that teardown: it waits for its
+non-daemon threads, runs the ``atexit`` handlers (logging's flush and close among them),
+flushes standard output and error, and then leaves with ``os._exit``. A party forked from the
+zygote ends the same way (multiprocessing's children always leave with ``os._exit``).
+
+Files splitfed writes are closed (or written atomically) before this; an object left open in a
+module's globals until the interpreter's teardown would lose what it had buffered, so code
+that runs in a splitfed process closes what it opens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process with exit status ``code``, skipping the module teardown where torch is loaded."""
+    if "torch" not in sys.modules:  # nothing heavy to tear down: the usual exit is as quick
+        sys.exit(code)
+    for thread in threading.enumerate():  # the interpreter waits for these before the atexit handlers
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    run_exit_handlers()
+    os._exit(code)
+
+
+def run_exit_handlers() -> None:
+    """What a normal interpreter exit runs before its teardown: the ``atexit`` handlers, then a flush of stdio."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing more can be said there
+            pass
