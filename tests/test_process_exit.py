@@ -54,3 +54,14 @@ def test_the_splitfed_command_keeps_its_exit_status_and_last_words(tmp_path: Pat
     assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr
     listing = subprocess.run([*exe, "protocols"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "sflv1" in listing.stdout, listing.stderr
+
+
+def test_exit_now_stops_a_thread_pool_as_the_interpreter_would(tmp_path: Path) -> None:
+    """A ThreadPoolExecutor's idle workers are non-daemon threads that only stop when told at exit: no hang."""
+    script = (
+        "import torch\nfrom concurrent.futures import ThreadPoolExecutor\n"
+        "from splitfed.runtime.process_exit import exit_now\n"
+        "pool = ThreadPoolExecutor(2)\nprint(sum(pool.map(abs, [-1, -2])))\nexit_now(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr

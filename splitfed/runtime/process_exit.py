@@ -3,9 +3,10 @@
 Once torch and ``torch._dynamo`` (which every optimizer imports) are loaded, an interpreter's
 own exit spends most of a second destroying modules and collecting their objects after the
 program is done (0.9 s measured on this project's 2-core machine), which every ``splitfed
-server``, ``splitfed client`` and ``splitfed run`` command paid at its end. A command whose
-work is done ends here as the interpreter would, minus that teardown: it waits for its
-non-daemon threads, runs the ``atexit`` handlers (logging's flush and close among them),
+server``, ``splitfed client`` and ``splitfed evaluate`` command paid at its end. A command whose
+work is done ends here as the interpreter would, minus that teardown: it stops and waits for its
+non-daemon threads (``threading._shutdown``, the call the interpreter's exit makes; where a Python
+lacks it, the usual exit is taken), runs the ``atexit`` handlers (logging's flush and close among them),
 flushes standard output and error, and then leaves with ``os._exit``. A party forked from the
 zygote ends the same way (multiprocessing's children always leave with ``os._exit``).
 
@@ -25,11 +26,12 @@ from typing import NoReturn
 
 def exit_now(code: int) -> NoReturn:
     """End this process with exit status ``code``, skipping the module teardown where torch is loaded."""
-    if "torch" not in sys.modules:  # nothing heavy to tear down: the usual exit is as quick
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter's exit calls first
+    if "torch" not in sys.modules or shutdown is None:  # nothing heavy to tear down, or no safe way round it
         sys.exit(code)
-    for thread in threading.enumerate():  # the interpreter waits for these before the atexit handlers
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # Non-daemon threads, as the interpreter's exit would: threading's own exit hooks first (a
+    # ThreadPoolExecutor's workers are told to stop there), then it waits for every such thread.
+    shutdown()
     run_exit_handlers()
     os._exit(code)
 
