@@ -48,9 +48,7 @@ def test_the_splitfed_command_keeps_its_exit_status_and_last_words(tmp_path: Pat
     exe = [sys.executable, "-m", "splitfed"]
     usage = subprocess.run([*exe, "run", "sflv1", "--epochs", "x"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "invalid int value" in usage.stderr, usage.stderr
-    bad = subprocess.run(
-        [*exe, "evaluate", str(tmp_path / "no-such-run")], capture_output=True, text=True, timeout=120
-    )
+    bad = subprocess.run([*exe, "evaluate", str(tmp_path / "no-such-run")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr
     listing = subprocess.run([*exe, "protocols"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "sflv1" in listing.stdout, listing.stderr
