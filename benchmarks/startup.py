@@ -62,7 +62,8 @@ def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict
     cmd = [exe, "run", protocol, "--clients", str(clients), "--epochs", "1", "--quiet", "--out", str(work / f"r{i}")]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    # from the work folder: run from a checkout, a command's `python -c` children would import that checkout's splitfed
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=work)
     found = {("command", "exited"): time.time() - t0}
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds of every process of the run: the work itself, which a loaded machine only spreads out in time

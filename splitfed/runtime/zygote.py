@@ -68,7 +68,9 @@ LOST = 255
 #: how long one thread may hold the connection while it waits for the zygote's answer
 SLICE = 0.05
 
-_BOOT = "from splitfed.runtime.zygote_main import main; main()"
+#: the zygote's command: the launcher's own ``sys.path`` first (not ``-c``'s current folder, where another
+#: checkout of splitfed may lie), then :func:`splitfed.runtime.zygote_main.main`
+_BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[2])[2]; import splitfed.runtime.zygote_main as z; z.main()"
 
 
 class _Connection:

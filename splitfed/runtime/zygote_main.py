@@ -169,8 +169,7 @@ def main() -> None:
     set_party("zygote")  # each forked child names its own party (zygote.enter)
     mark("preloading")
     zygote = Zygote(socket.socket(fileno=int(sys.argv[1])))
-    early, late, path = json.loads(sys.argv[2])
-    sys.path[:] = path
+    early, late, _ = json.loads(sys.argv[2])  # the third, the launcher's sys.path, is set already (zygote._BOOT)
     from splitfed.runtime import zygote_warm
 
     _preload(early + zygote_warm.protocol_modules())
