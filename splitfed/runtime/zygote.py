@@ -54,6 +54,9 @@ PRELOAD = [
     "splitfed.runtime.client",
     "splitfed.data.shards",
     "splitfed.preprocessing.cli",  # every `splitfed server` parser adds the preprocess flags
+    "splitfed.cli_run",  # the checks' target
+    "splitfed.runtime.zygote",  # the parties' target, and what each child runs first (enter: ctypes)
+    "ctypes",
 ]
 #: what it imports after it has served the early forks (the checks): what only the parties need
 LATE = [
@@ -347,7 +350,8 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
         stream.reconfigure(write_through=True)  # as PYTHONUNBUFFERED: a log is complete when the party dies
     set_party("check" if argv[:1] != ["server"] and argv[:1] != ["client"] else party_from_argv(argv))
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
-    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules})
+    late = all(name in sys.modules for name in LATE)  # False in the checks, forked before the zygote's last imports
+    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules, "late": late})
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork stops it now
 
 
