@@ -111,6 +111,29 @@ def test_a_killed_zygote_reports_its_children_lost_and_they_stop() -> None:
         zygote.stop()
 
 
+def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the zygote still imports: the launcher stops a party it asked for but the zygote has not
+    forked yet; it must never start, nor hold the command up."""
+    hold = tmp_path / "go"
+    (tmp_path / "held_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])  # the zygote waits in its last imports
+    zygote.stop()
+    queue = zygote.ChildQueue()
+    try:
+        child = zygote.fork(_sleep_bound, queue)
+        child.send_signal(signal.SIGTERM)
+        hold.touch()
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        assert child.pid is None  # never forked
+        assert queue.empty()
+    finally:
+        queue.close()
+        zygote.stop()
+
+
 def test_the_child_queue_carries_json_and_pickles_as_its_address() -> None:
     queue = zygote.ChildQueue()
     try:

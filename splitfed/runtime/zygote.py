@@ -94,6 +94,7 @@ class _Connection:
         self.next_id = self.requested = 0
         self.pids: dict[int, int] = {}  # request id -> child pid
         self.codes: dict[int, int] = {}  # child pid -> exit status
+        self.cancelled: dict[int, int] = {}  # request id -> the status of a child signalled before its fork
         self.lost = False  # the zygote's end closed: it died, or was stopped
 
     def request(self, target: Callable[..., Any], args: tuple, early: bool) -> int:
@@ -111,13 +112,26 @@ class _Connection:
                 raise EOFError(f"the zygote's socket: {exc}") from exc
         return ident
 
-    def pid(self, ident: int) -> int:
-        """The pid of request ``ident``'s child, once forked. Raises EOFError if the zygote ended before."""
+    def pid(self, ident: int) -> int | None:
+        """The pid of request ``ident``'s child, once forked; None if cancelled before. Raises EOFError if the
+        zygote ended before it forked."""
         while ident not in self.pids:
+            if ident in self.cancelled:
+                return None
             if self.lost:
                 raise EOFError("the zygote ended before it forked")
             self.pump(None)
         return self.pids[ident]
+
+    def cancel(self, ident: int, sig: int) -> None:
+        """Send ``sig`` to request ``ident``'s child through the zygote: if not forked yet, it never will be."""
+        with self.lock:
+            if self.lost:
+                return
+            try:
+                self.sock.sendall(json.dumps({"cancel": ident, "signal": int(sig), "size": 0}).encode() + b"\n")
+            except OSError:
+                pass
 
     def pump(self, timeout: float | None) -> None:
         """Read what the zygote reported, waiting up to ``timeout`` seconds (None: a while) for something."""
@@ -140,6 +154,8 @@ class _Connection:
                 message = json.loads(line)
                 if "exit" in message:
                     self.codes[message["exit"]] = message["code"]
+                elif "cancelled" in message:
+                    self.cancelled[message["id"]] = message["cancelled"]
                 else:
                     self.pids[message["id"]] = message["pid"]
 
@@ -206,8 +222,9 @@ class Forked:
         self.ident = ident
 
     @property
-    def pid(self) -> int:
-        """The child's pid: waits for the zygote to fork it. Raises SplitFedError if the zygote died first."""
+    def pid(self) -> int | None:
+        """The child's pid: waits for the zygote to fork it (None: signalled before, so never forked).
+        Raises SplitFedError if the zygote died first."""
         try:
             return self.zygote.pid(self.ident)
         except EOFError as exc:
@@ -217,6 +234,8 @@ class Forked:
     def returncode(self) -> int | None:
         pid = self.zygote.pids.get(self.ident)
         if pid is None:
+            if self.ident in self.zygote.cancelled:
+                return self.zygote.cancelled[self.ident]
             return LOST if self.zygote.lost else None
         return self.zygote.exit_code(pid)
 
@@ -233,14 +252,20 @@ class Forked:
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"request {self.ident}", timeout or 0)
             self.zygote.pump(left)
-        if self.ident not in self.zygote.pids:
+        if self.ident not in self.zygote.pids and self.ident not in self.zygote.cancelled:
             self.pid  # noqa: B018 - raises the zygote's death
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # never signal a pid that may have been reused
-            with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
-                os.kill(self.pid, sig)
+        """Signal the child; one not forked yet is never forked (an interrupted start)."""
+        if self.poll() is not None:  # never signal a pid that may have been reused
+            return
+        pid = self.zygote.pids.get(self.ident)
+        if pid is None:
+            self.zygote.cancel(self.ident, sig)
+            return
+        with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
+            os.kill(pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

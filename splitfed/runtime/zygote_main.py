@@ -40,6 +40,7 @@ class Zygote:
         self.buffer = b""
         self.pending: list[tuple[dict, bytes]] = []
         self.children: set[int] = set()
+        self.forked: dict[int, int] = {}  # request id -> pid, of the children still running
         self.closed = False  # the command closed its end: no more requests
         self.sig_r, self.sig_w = os.pipe()
         for fd in (self.sig_r, self.sig_w):
@@ -52,22 +53,25 @@ class Zygote:
 
     def serve(self, block: bool) -> None:
         """Read requests and fork those whose stage is imported, reap children; ``block``: until the end."""
+        timeout: float | None = 0  # what has come in first (a cancel, say), then fork
         while True:
-            ready = [r for r in self.pending if r[0].get("stage", ALL) <= self.stage]
-            self.pending = [r for r in self.pending if r not in ready]
-            for header, payload in ready:
-                self._fork(header, payload)
-            if block and self.closed and not self.children:
-                return
-            events = self.selector.select(timeout=None if block else 0)
+            events = self.selector.select(timeout=timeout)
             for key, _ in events:
                 if key.fileobj is self.conn:
                     self._read()
                 else:
                     os.read(self.sig_r, 65536)
                     self._reap()
-            if not block and not events:
+            ready = [r for r in self.pending if r[0].get("stage", ALL) <= self.stage]
+            self.pending = [r for r in self.pending if r not in ready]
+            for header, payload in ready:
+                self._fork(header, payload)
+            if events:
+                timeout = 0
+            elif not block or (self.closed and not self.children):
                 return
+            else:
+                timeout = None
 
     def _read(self) -> None:
         try:
@@ -76,6 +80,7 @@ class Zygote:
             data = b""
         if not data:
             self.closed = True
+            self.pending.clear()  # the command has gone: nothing more is forked for it
             self.selector.unregister(self.conn)
             return
         self.buffer += data
@@ -84,8 +89,23 @@ class Zygote:
             header = json.loads(line)
             if len(rest) < header["size"]:
                 return
-            self.pending.append((header, rest[: header["size"]]))
+            if "cancel" in header:
+                self._cancel(header["cancel"], header["signal"])
+            else:
+                self.pending.append((header, rest[: header["size"]]))
             self.buffer = rest[header["size"] :]
+
+    def _cancel(self, ident: int, sig: int) -> None:
+        """A signal for request ``ident``'s child: not forked yet, it never will be; forked, it gets ``sig``."""
+        waiting = [r for r in self.pending if r[0]["id"] == ident]
+        if waiting:
+            self.pending.remove(waiting[0])
+            self._send({"id": ident, "cancelled": -sig})
+        elif ident in self.forked:
+            try:
+                os.kill(self.forked[ident], sig)
+            except ProcessLookupError:  # exited since; its status is on its way
+                pass
 
     def _send(self, message: dict) -> None:
         if self.closed:
@@ -104,6 +124,7 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            self.forked = {ident: child for ident, child in self.forked.items() if child != pid}
             self._send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
     def _fork(self, header: dict, payload: bytes) -> None:
@@ -111,6 +132,7 @@ class Zygote:
         if pid == 0:
             os._exit(self._child(header, payload))
         self.children.add(pid)
+        self.forked[header["id"]] = pid
         self._send({"id": header["id"], "pid": pid})
 
     def _child(self, header: dict, payload: bytes) -> int:
