@@ -134,6 +134,35 @@ def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkey
         zygote.stop()
 
 
+def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's Ctrl-C path lets the parties settle on the SIGINT the terminal sent them; one the
+    zygote has not forked yet never got it, so it is stopped at once instead of starting after the import."""
+    import threading
+
+    from splitfed.runtime.launcher import Party, _stop
+
+    hold = tmp_path / "go"
+    (tmp_path / "held_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])
+    zygote.stop()
+    queue = zygote.ChildQueue()
+    release = threading.Timer(0.5, hold.touch)
+    try:
+        party = Party("client-0", zygote.fork(_sleep_bound, queue), tmp_path / "client-0.log")
+        release.start()
+        _stop([party], first=signal.SIGINT, settle=120)
+        assert party.proc.returncode == -signal.SIGINT
+        assert party.proc.pid is None and queue.empty()  # never forked
+    finally:
+        release.cancel()
+        hold.touch()
+        queue.close()
+        zygote.stop()
+
+
 def test_the_child_queue_carries_json_and_pickles_as_its_address() -> None:
     queue = zygote.ChildQueue()
     try:

@@ -231,6 +231,12 @@ class Forked:
             raise _zygote_died(self.zygote, exc) from exc
 
     @property
+    def forked(self) -> bool:
+        """Whether the zygote has forked it yet (as far as it has told)."""
+        self.zygote.pump(0)
+        return self.ident in self.zygote.pids
+
+    @property
     def returncode(self) -> int | None:
         pid = self.zygote.pids.get(self.ident)
         if pid is None:
