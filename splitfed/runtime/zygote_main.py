@@ -201,8 +201,10 @@ def main() -> None:
     zygote.serve(block=False)
     # While it imports the rest, the zygote reports an early child's exit as soon as it happens (the checks',
     # which the command waits for): from the SIGCHLD handler, as nothing else reads or writes in the meantime.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # the handler never interrupts this _reap
     signal.signal(signal.SIGCHLD, lambda *_: zygote._reap())
     zygote._reap()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     _preload(late)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     mark("preloaded")
