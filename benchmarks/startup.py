@@ -37,6 +37,13 @@ for name, mod in list(sys.modules.items()):
 """
 
 
+#: derived rows: seconds from one mark to another, medians of each run's own
+SPANS = {
+    "the zygote's imports (preloading to preloaded)": (("zygote", "preloading"), ("zygote", "preloaded")),
+    "zygote preloaded to round 1": (("zygote", "preloaded"), ("server", "round 1 starts")),
+}
+
+
 def tree_env(work: Path, tree: Path | None) -> dict[str, str]:
     """The environment that runs the checkout ``tree`` (None: this one) through this venv's editable install."""
     if tree is None:
@@ -62,7 +69,8 @@ def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict
     cmd = [exe, "run", protocol, "--clients", str(clients), "--epochs", "1", "--quiet", "--out", str(work / f"r{i}")]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    # from the work folder: run from a checkout, a command's `python -c` children would import that checkout's splitfed
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=work)
     found = {("command", "exited"): time.time() - t0}
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds of every process of the run: the work itself, which a loaded machine only spreads out in time
@@ -76,6 +84,9 @@ def one_run(exe: str, protocol: str, clients: int, work: Path, i: int, env: dict
         key = (party, m["event"])
         # of the clients, the slowest one is what the server waits for
         found[key] = max(found.get(key, 0.0), m["t"] - t0)
+    for name, (start, end) in SPANS.items():  # the stretches that vary least with the load, per run
+        if start in found and end in found:
+            found[("span", name)] = found[end] - found[start]
     return found
 
 
@@ -99,7 +110,7 @@ def main() -> None:
     print(f"`splitfed run {args.protocol} --clients {args.clients} --epochs 1`, median of {args.repeat}")
     names = list(runs)
     print("| party | mark | " + " | ".join(f"s, {n}" for n in names) + " |\n|---|---|" + "---|" * len(names))
-    keys = sorted({k for r in runs.values() for x in r for k in x}, key=lambda k: _earliest(runs, k))
+    keys = sorted({k for r in runs.values() for x in r for k in x}, key=lambda k: (k[0] == "span", _earliest(runs, k)))
     for party, event in keys:
         cells = " | ".join(_fmt(_median(runs[n], (party, event))) for n in names)
         print(f"| {party} | {event} | {cells} |")

@@ -7,6 +7,6 @@ from splitfed.timeline import mark, party_from_argv, set_party
 set_party(party_from_argv(sys.argv[1:]))
 mark("interpreter up")
 
-from splitfed.cli import command  # noqa: E402 - after the mark, to time the imports
+from splitfed.entry import command  # noqa: E402 - after the mark, to time the imports
 
 command()

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NoReturn
 
 from splitfed import registry
 from splitfed.api import default_out
@@ -389,14 +388,5 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
 
 
-def command() -> NoReturn:
-    """The ``splitfed`` command (console script and ``python -m splitfed``): :func:`main`, then a quick exit.
-
-    Called in-process, :func:`main` returns its exit status and leaves the interpreter alone."""
-    from splitfed.runtime.process_exit import exit_now
-
-    exit_now(main())
-
-
 if __name__ == "__main__":
-    command()
+    sys.exit(main())

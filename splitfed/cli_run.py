@@ -99,10 +99,11 @@ def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
 
     with tempfile.TemporaryDirectory(prefix="splitfed-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"
-        child = zygote.fork(check_in_child, argv, dict(os.environ), os.getcwd(), str(plan_path), name="check")
+        args = (argv, dict(os.environ), os.getcwd(), str(plan_path))
+        child = zygote.fork(check_in_child, *args, name="check", early=True)  # beside the zygote's torch._dynamo
         try:
-            code = child.wait()
-        except BaseException:  # Ctrl-C or SIGTERM: the check ends before its folder goes
+            code = child.wait()  # raises SplitFedError if the zygote died before it forked the check
+        except (KeyboardInterrupt, Terminated):  # the check ends before its folder goes
             _end_check(child)
             raise
         found = json.loads(plan_path.read_text()) if plan_path.exists() else None

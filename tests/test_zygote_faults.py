@@ -57,16 +57,19 @@ def error_lines(stderr: str) -> list[str]:
 
 def test_a_party_that_cannot_start_stops_those_already_started(tmp_path: Path) -> None:
     """The third fork fails (as when the zygote dies): the server and client-0 already run; they must be
-    stopped, not left waiting for clients that never come while the command waits for them at exit."""
+    stopped, not left waiting for clients that never come while the command waits for them at exit.
+    (zygote.fork returns before the zygote has forked: the stand-in waits until the first two have been.)"""
     prelude = """
         from splitfed.errors import SplitFedError
         from splitfed.runtime import zygote
-        real, calls = zygote.fork, []
+        real, calls, made = zygote.fork, [], []
         def fork(*args, **kwargs):
             calls.append(kwargs.get("name"))
             if len(calls) == 4:  # the check, the server, client-0, then client-1
+                assert all(child.pid for child in made)  # the server and client-0 forked: they run
                 raise SplitFedError("no zygote to fork client-1 from")
-            return real(*args, **kwargs)
+            made.append(real(*args, **kwargs))
+            return made[-1]
         zygote.fork = fork
     """
     marks = tmp_path / "marks"

@@ -291,7 +291,13 @@ def _summary_error(out: Path, since: float) -> str | None:
 
 
 def _stop(parties: list[Party], first: signal.Signals = signal.SIGTERM, settle: float = 0.0) -> None:
-    """Stop parties: let them ``settle`` on a signal they already got, then ``first``, then SIGKILL."""
+    """Stop parties: let them ``settle`` on a signal they already got, then ``first``, then SIGKILL.
+
+    A party the zygote has not forked yet cannot have got the signal: it gets ``first`` at once,
+    so that it is never forked (:meth:`splitfed.runtime.zygote.Forked.send_signal`)."""
+    for p in parties:
+        if not getattr(p.proc, "forked", True):
+            p.proc.send_signal(first)
     deadline = time.monotonic() + settle
     while settle and time.monotonic() < deadline and any(p.proc.poll() is None for p in parties):
         time.sleep(POLL)

@@ -3,10 +3,15 @@
 ``splitfed run`` used to start each party with ``python -m splitfed ...``, so every process
 imported torch on its own (seconds each, all at once on a small machine) and held its own
 copy of the interpreter's and torch's private memory. Here the launcher, which imports no
-torch, starts one preloading process (multiprocessing's "forkserver") and asks it to fork
+torch, starts one preloading process (:mod:`splitfed.runtime.zygote_main`) and asks it to fork
 each party. A forked party shares the pages it did not write since the fork, so the summed
 PSS of a run counts torch once, and torch is imported once per launcher, not once per party
 (``splitfed bench`` reuses the same zygote for every run).
+
+The zygote imports in two stages: torch and splitfed first, then ``torch._dynamo`` (which only
+an optimizer needs, and which takes about as long as torch). A fork asked for with
+``early=True`` (``splitfed run``'s checks) is served between the two, so the checks run while
+the zygote still imports ``torch._dynamo``.
 
 What the zygote must not do before it forks: initialise CUDA (``--device cuda`` works only
 in a process that did not inherit a CUDA context) or start OpenMP's thread pool (a forked
@@ -21,26 +26,25 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.machinery
-import multiprocessing
+import json
 import os
-import resource
+import pickle
+import select
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
+from collections.abc import Callable
 from typing import Any
 
 from splitfed.errors import SplitFedError
 
-#: what the zygote imports before it forks anything (protocol modules are added from the registry)
+#: what the zygote imports before it forks anything (with every registered protocol's declaration and roles)
 PRELOAD = [
-    "splitfed.runtime.zygote_signals",  # first: the zygote ignores SIGTERM (a group's SIGTERM stops each party once)
     "torch",
-    "torch._dynamo",  # imported by every optimizer's constructor: seconds, once per party without the zygote
     "numpy",
     "zmq",
     "splitfed.cli",
@@ -50,142 +54,265 @@ PRELOAD = [
     "splitfed.runtime.client",
     "splitfed.data.shards",
     "splitfed.preprocessing.cli",  # every `splitfed server` parser adds the preprocess flags
+    "splitfed.cli_run",  # the checks' target
+    "splitfed.runtime.zygote",  # the parties' target, and what each child runs first (enter: ctypes)
+    "ctypes",
 ]
-#: the last preload: every protocol's roles (the entry points name light declarations), the registry read once
-WARM = "splitfed.runtime.zygote_warm"
+#: what it imports after it has served the early forks (the checks): what only the parties need
+LATE = [
+    "torch._dynamo",  # imported by every optimizer's constructor: seconds, once per party without the zygote
+]
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
 #: seconds the zygote gets, at exit, to end on its own once its children are gone, before it is killed
 STOP_WAIT = 3.0
+#: the exit status reported for a child whose zygote died before reporting it (as multiprocessing did)
+LOST = 255
+#: how long one thread may hold the connection while it waits for the zygote's answer
+SLICE = 0.05
 
-_context: Any = None
-_main_lock = threading.Lock()
+#: the zygote's command: the launcher's own ``sys.path`` first (not ``-c``'s current folder, where another
+#: checkout of splitfed may lie), then :func:`splitfed.runtime.zygote_main.main`
+_BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[2])[2]; import splitfed.runtime.zygote_main as z; z.main()"
 
 
-def preload_modules() -> list[str]:
-    """PRELOAD, every registered protocol's module named by the entry points (nothing imported here), then WARM."""
-    protocols = sorted({ep.value.split(":")[0] for ep in entry_points(group="splitfed.protocols")})
-    return PRELOAD + [m for m in protocols if m not in PRELOAD] + [WARM]
+class _Connection:
+    """The command's side of one running zygote: the process, the socket, and what the zygote reported."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        preload = json.dumps([PRELOAD, LATE, sys.path])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(theirs.fileno()), preload],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = ours
+        self.lock = threading.Lock()  # one reader at a time
+        self.buffer = b""
+        self.next_id = self.requested = 0
+        self.pids: dict[int, int] = {}  # request id -> child pid
+        self.codes: dict[int, int] = {}  # child pid -> exit status
+        self.cancelled: dict[int, int] = {}  # request id -> the status of a child signalled before its fork
+        self.lost = False  # the zygote's end closed: it died, or was stopped
+
+    def request(self, target: Callable[..., Any], args: tuple, early: bool) -> int:
+        """Ask the zygote to fork ``target(*args)``; the request's id (:meth:`pid` waits for the child's pid)."""
+        payload = pickle.dumps((target, args))
+        with self.lock:
+            if self.lost:
+                raise EOFError("the zygote has ended")
+            self.next_id += 1
+            self.requested = ident = self.next_id
+            header = {"id": ident, "size": len(payload), "stage": 1 if early else 2, "path": sys.path}
+            try:
+                self.sock.sendall(json.dumps(header).encode() + b"\n" + payload)
+            except OSError as exc:
+                raise EOFError(f"the zygote's socket: {exc}") from exc
+        return ident
+
+    def pid(self, ident: int) -> int | None:
+        """The pid of request ``ident``'s child, once forked; None if cancelled before. Raises EOFError if the
+        zygote ended before it forked."""
+        while ident not in self.pids:
+            if ident in self.cancelled:
+                return None
+            if self.lost:
+                raise EOFError("the zygote ended before it forked")
+            self.pump(None)
+        return self.pids[ident]
+
+    def cancel(self, ident: int, sig: int) -> None:
+        """Send ``sig`` to request ``ident``'s child through the zygote: if not forked yet, it never will be."""
+        with self.lock:
+            if self.lost:
+                return
+            try:
+                self.sock.sendall(json.dumps({"cancel": ident, "signal": int(sig), "size": 0}).encode() + b"\n")
+            except OSError:
+                pass
+
+    def pump(self, timeout: float | None) -> None:
+        """Read what the zygote reported, waiting up to ``timeout`` seconds (None: a while) for something."""
+        with self.lock:
+            if self.lost:
+                return
+            wait = SLICE if timeout is None else min(timeout, SLICE)
+            if not select.select([self.sock], [], [], max(wait, 0))[0]:
+                return
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self.lost = True
+                return
+            self.buffer += data
+            *lines, self.buffer = self.buffer.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                if "exit" in message:
+                    self.codes[message["exit"]] = message["code"]
+                elif "cancelled" in message:
+                    self.cancelled[message["id"]] = message["cancelled"]
+                else:
+                    self.pids[message["id"]] = message["pid"]
+
+    def idle(self) -> bool:
+        """Whether none of the zygote's children can still run: each request cancelled, or forked and its exit
+        reported (what the zygote has sent so far is read first)."""
+        while not self.lost and select.select([self.sock], [], [], 0)[0]:
+            self.pump(0)
+        for ident in range(1, self.requested + 1):
+            pid = self.pids.get(ident)
+            if ident not in self.cancelled and (pid is None or pid not in self.codes):
+                return False
+        return True
+
+    def exit_code(self, pid: int) -> int | None:
+        code = self.codes.get(pid)
+        return LOST if code is None and self.lost else code
 
 
-def context() -> Any:
-    """The forkserver context; its server (the zygote) starts, preloading, at the first fork."""
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(preload_modules())
-        atexit.register(stop)
-    return _context
+_zygote: _Connection | None = None
+_start_lock = threading.Lock()
 
 
 def start() -> None:
     """Start the zygote now, without forking anything: it preloads while the caller does other work."""
-    from multiprocessing import forkserver
+    _running()
 
-    context()
-    forkserver.ensure_running()
+
+def _running() -> _Connection:
+    global _zygote
+    with _start_lock:
+        if _zygote is None:
+            _zygote = _Connection()
+            atexit.register(stop)
+        return _zygote
 
 
 def stop(wait: float = STOP_WAIT) -> None:
     """End the zygote and wait for it (at exit), so that no process outlives the command unseen.
 
     Its CPU time then counts among the command's children, as the parties' did before. Closing
-    its "alive" pipe ends it once every child it forked has exited (each holds that pipe too);
-    a child still running after ``wait`` seconds would hold the command up, so the zygote is then
-    killed (it ignores SIGTERM), and its children get SIGTERM through ``PR_SET_PDEATHSIG``."""
-    from multiprocessing import forkserver, util
-
-    server = forkserver._forkserver
-    with server._lock:
-        pid = server._forkserver_pid
-        if pid is None:
-            return
-        with contextlib.suppress(OSError):
-            os.close(server._forkserver_alive_fd)
-        server._forkserver_alive_fd = server._forkserver_pid = None
-        if not _reaped(pid, wait):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            _reaped(pid, None)
-        address, server._forkserver_address = server._forkserver_address, None
-        if address is not None and not util.is_abstract_socket_namespace(address):
-            with contextlib.suppress(OSError):
-                os.unlink(address)
-
-
-def _reaped(pid: int, wait: float | None) -> bool:
-    """Wait up to ``wait`` seconds (None: for ever) for child ``pid`` to exit; whether it has (and was reaped)."""
-    deadline = None if wait is None else time.monotonic() + wait
-    while True:
-        try:
-            done, _ = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
-        except ChildProcessError:  # reaped already
-            return True
-        if done:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    our end of its socket ends it once every child it forked has exited; a child still running
+    after ``wait`` seconds would hold the command up, so the zygote is then killed (it ignores
+    SIGTERM), and its children get SIGTERM through ``PR_SET_PDEATHSIG``. A zygote none of whose
+    children runs any more is killed at once: it only imports, so it has nothing to finish (it
+    may be half way through ``torch._dynamo`` when a check has failed)."""
+    global _zygote
+    with _start_lock:
+        zygote, _zygote = _zygote, None
+    if zygote is None:
+        return
+    idle = zygote.idle()
+    with zygote.lock:
+        zygote.lost = True
+        zygote.sock.close()
+    if idle:  # no child of it runs (a usage error, say, or every party reported its exit): it has nothing to do
+        wait = 0  # so it is not left to finish an import it no longer needs
+    try:
+        zygote.process.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        zygote.process.kill()
+        zygote.process.wait()
 
 
 def zygote_pid() -> int | None:
     """The zygote's process id, once it runs (for tests and benchmarks)."""
-    from multiprocessing import forkserver
-
-    return getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return None if _zygote is None else _zygote.process.pid
 
 
 class Forked:
-    """A forked process with the parts of :class:`subprocess.Popen`'s interface the launcher uses."""
+    """A forked process with the parts of :class:`subprocess.Popen`'s interface the launcher uses.
 
-    def __init__(self, process: Any) -> None:
-        self.process = process
-        self.pid: int = process.pid
+    It exists as soon as it is asked for: the zygote forks it once it has imported what it needs
+    (:attr:`pid` waits for that); until then the caller goes on, starting the next party, say."""
+
+    def __init__(self, zygote: _Connection, ident: int) -> None:
+        self.zygote = zygote
+        self.ident = ident
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid: waits for the zygote to fork it (None: signalled before, so never forked).
+        Raises SplitFedError if the zygote died first."""
+        try:
+            return self.zygote.pid(self.ident)
+        except EOFError as exc:
+            raise _zygote_died(self.zygote, exc) from exc
+
+    @property
+    def forked(self) -> bool:
+        """Whether the zygote has forked it yet (as far as it has told)."""
+        self.zygote.pump(0)
+        return self.ident in self.zygote.pids
 
     @property
     def returncode(self) -> int | None:
-        return self.process.exitcode
+        pid = self.zygote.pids.get(self.ident)
+        if pid is None:
+            if self.ident in self.zygote.cancelled:
+                return self.zygote.cancelled[self.ident]
+            return LOST if self.zygote.lost else None
+        return self.zygote.exit_code(pid)
 
     def poll(self) -> int | None:
-        return self.process.exitcode
+        if self.returncode is None:
+            self.zygote.pump(0)
+        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
-        return self.process.exitcode
+        """The exit status, waiting up to ``timeout`` seconds. Raises SplitFedError if the zygote died unforked."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"request {self.ident}", timeout or 0)
+            self.zygote.pump(left)
+        if self.ident not in self.zygote.pids and self.ident not in self.zygote.cancelled:
+            self.pid  # noqa: B018 - raises the zygote's death
+        return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.process.exitcode is None:  # never signal a pid that may have been reused
-            with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
-                os.kill(self.pid, sig)
+        """Signal the child; one not forked yet is never forked (an interrupted start)."""
+        if self.poll() is not None:  # never signal a pid that may have been reused
+            return
+        pid = self.zygote.pids.get(self.ident)
+        if pid is None:
+            self.zygote.cancel(self.ident, sig)
+            return
+        with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
+            os.kill(pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
 
-def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed") -> Forked:
-    """Start ``target(*args)`` in a child of the zygote (starting the zygote first if need be)."""
-    process = context().Process(target=target, args=args, name=name, daemon=False)
+def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed", early: bool = False) -> Forked:
+    """Ask the zygote to fork ``target(*args)`` (starting the zygote first if need be); returns at once.
+
+    ``target`` and ``args`` are pickled: ``target`` must be importable by module and name in the
+    child (not defined in a script's ``__main__``). ``early``: fork as soon as torch and splitfed
+    are imported, before ``torch._dynamo`` (a child that creates no optimizer). ``name`` is
+    only for the caller's messages; the child names itself (:func:`enter`)."""
+    zygote = _running()
     try:
-        with _main_left_alone():
-            process.start()
+        return Forked(zygote, zygote.request(target, args, early))
     except (EOFError, OSError) as exc:  # the zygote died: while preloading, or since (out of memory, killed)
-        raise _zygote_died(exc) from exc
-    return Forked(process)
+        raise _zygote_died(zygote, exc) from exc
 
 
-def _zygote_died(exc: BaseException) -> SplitFedError:
+def _zygote_died(zygote: _Connection, exc: BaseException) -> SplitFedError:
     """The error for a fork that found no zygote: how it ended, and how to do without one."""
-    pid = zygote_pid()
     how = "died"
-    if pid is not None:
-        with contextlib.suppress(ChildProcessError):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                code = os.waitstatus_to_exitcode(status)
-                how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
-                stop(wait=0)  # forget it: a later fork starts a new one
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        code = zygote.process.wait(timeout=1.0)
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
+    if zygote is _zygote:
+        stop(wait=0)  # forget it: a later fork starts a new one
     return SplitFedError(
         f"the zygote (the process that imports torch and forks every party) {how} ({type(exc).__name__}: {exc}); "
         "a protocol plugin that fails at import prints its traceback above. "
@@ -200,36 +327,50 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-@contextlib.contextmanager
-def _main_left_alone() -> Iterator[None]:
-    """Keep multiprocessing from running the launcher's ``__main__`` script again in the child.
+class ChildQueue:
+    """Where forked children put small JSON values for the command (each party's peak memory, say).
 
-    It would, to find targets defined there; ours live in splitfed's modules. A user's script
-    that calls ``splitfed.run()`` without an ``if __name__ == "__main__":`` guard would
-    otherwise start a run inside each of its own parties."""
-    with _main_lock:  # two threads forking at once would each restore the other's stand-in
-        main = sys.modules["__main__"]
-        with _spec_replaced(main):
-            yield
+    A datagram socket in a private folder: the object pickles as that socket's path, so it can
+    be passed to :func:`fork`; only the process that made it can :meth:`get`."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="splitfed-queue-")
+        self.path = os.path.join(self.folder, "queue")
+        self.sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        atexit.register(self.close)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "path": self.path, "sock": None}
+
+    def put(self, value: Any) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(json.dumps(value).encode(), self.path)
+
+    def empty(self) -> bool:
+        return not select.select([self._own()], [], [], 0)[0]
+
+    def get(self) -> Any:
+        value = json.loads(self._own().recv(1 << 16))
+        return tuple(value) if isinstance(value, list) else value
+
+    def _own(self) -> socket.socket:
+        if self.sock is None:
+            raise SplitFedError("only the process that made a ChildQueue can read it")
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+                os.rmdir(self.folder)
 
 
-@contextlib.contextmanager
-def _spec_replaced(main: Any) -> Iterator[None]:
-    """Give ``main`` a ``__spec__`` named "__main__" for the block, then put back what it had."""
-    had, spec = hasattr(main, "__spec__"), getattr(main, "__spec__", None)
-    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)  # multiprocessing leaves "__main__" be
-    try:
-        yield
-    finally:
-        if had:
-            main.__spec__ = spec
-        else:
-            del main.__spec__
-
-
-def peak_queue() -> Any:
+def peak_queue() -> ChildQueue:
     """Where each forked party puts ``(name, peak RSS in KiB)`` as it finishes."""
-    return context().SimpleQueue()
+    return ChildQueue()
 
 
 def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None) -> None:
@@ -254,7 +395,8 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
         stream.reconfigure(write_through=True)  # as PYTHONUNBUFFERED: a log is complete when the party dies
     set_party("check" if argv[:1] != ["server"] and argv[:1] != ["client"] else party_from_argv(argv))
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
-    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules})
+    late = all(name in sys.modules for name in LATE)  # False in the checks, forked before the zygote's last imports
+    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules, "late": late})
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork stops it now
 
 
@@ -278,17 +420,20 @@ def run_party(
     argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None, peaks: Any
 ) -> None:
     """The body of a forked party: ``splitfed.cli.main(argv)``, then its peak memory, then its exit status."""
+    import resource
+
     enter(argv, env, cwd, stdout, stderr)
     from splitfed.cli import main
+    from splitfed.runtime.process_exit import run_exit_handlers
 
     try:
         code = main(argv)
     finally:
-        atexit._run_exitfuncs()  # what a normal interpreter exit would run; multiprocessing ends with os._exit
+        run_exit_handlers()  # what a normal interpreter exit would run; a zygote's child ends with os._exit
     peaks.put((argv[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
     sys.exit(code)
 
 
 def use_zygote() -> bool:
     """Whether local runs fork their parties from the zygote (POSIX with fork; ``SPLITFED_NO_ZYGOTE`` unset)."""
-    return os.environ.get(NO_ZYGOTE, "") in ("", "0") and "forkserver" in multiprocessing.get_all_start_methods()
+    return os.environ.get(NO_ZYGOTE, "") in ("", "0") and hasattr(os, "fork") and hasattr(socket, "AF_UNIX")

@@ -1,20 +1,23 @@
-"""The zygote's last preload: every protocol's roles, and what each party would otherwise read on its own.
+"""What the zygote loads besides its preload list: every protocol's roles, and what each party would read on its own.
 
 The entry points name light declarations (protocols/declarations.py), so importing them does
-not import the protocols' maths: this loads every registered protocol's whole spec
+not import the protocols' maths: :func:`warm` loads every registered protocol's whole spec
 (:func:`splitfed.registry.get`), which also reads the installed entry points once for every
 party forked after it (each read scans all installed packages' metadata). A protocol whose
 roles cannot be loaded is left to the checks, which report it as one ``error:`` line.
-
-Importing this module anywhere but in the forkserver's preloading does nothing.
 """
 
 from __future__ import annotations
 
-from splitfed.runtime.zygote_signals import preloaded_by_forkserver
-
 #: imported on first use by every client (``numpy.unique`` imports ``numpy.ma``): read once, in the zygote
 MODULES = ("numpy.ma",)
+
+
+def protocol_modules() -> list[str]:
+    """The module of every registered protocol's declaration (the entry points; nothing imported here)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.value.split(":")[0] for ep in entry_points(group="splitfed.protocols")})
 
 
 def warm() -> None:
@@ -31,10 +34,3 @@ def warm() -> None:
             pass
     for module in MODULES:
         importlib.import_module(module)
-    from splitfed.timeline import mark
-
-    mark("preloaded")
-
-
-if preloaded_by_forkserver():
-    warm()

@@ -1,0 +1,178 @@
+"""The zygote of our own (splitfed/runtime/zygote_main.py): its stages, its start, its death, its queue.
+
+`splitfed run`'s checks fork between the zygote's two stages of imports; the console script
+starts the zygote before it imports the command line; a child outlives a killed zygote neither
+unseen nor unreported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from splitfed.entry import starts_zygote
+from splitfed.errors import SplitFedError
+from splitfed.runtime import zygote
+from splitfed.timeline import read_marks
+
+
+def test_the_checks_fork_before_torch_dynamo_and_the_parties_after(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "splitfed", "run", "sflv1", "--clients", "1", "--epochs", "1", "--out", str(out)]
+    env = {**os.environ, "SPLITFED_TIMELINE": str(marks)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    forked = {m["party"]: m for m in read_marks(marks) if m["event"] == "forked"}
+    assert set(forked) == {"check", "server", "client-0"}
+    assert forked["check"]["late"] is False  # forked while the zygote had still to import torch._dynamo
+    assert forked["server"]["late"] is True and forked["client-0"]["late"] is True
+    zygotes = [m for m in read_marks(marks) if m["party"] == "zygote"]
+    assert [m["event"] for m in sorted(zygotes, key=lambda m: m["t"])] == ["preloading", "early preloaded", "preloaded"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [
+        (["run", "sflv1", "--clients", "2"], True),
+        (["-v", "bench", "--protocols", "sflv1"], True),
+        (["run", "sflv1", "--help"], False),
+        (["run", "-h"], False),
+        (["protocols"], False),
+        (["--version"], False),
+        (["server", "sflv1", "--clients", "2"], False),
+        (["client", "--server", "tcp://127.0.0.1:5555"], False),
+    ],
+)
+def test_only_commands_that_fork_parties_start_a_zygote_first(argv: list[str], starts: bool) -> None:
+    assert starts_zygote(argv) is starts
+
+
+def test_a_party_of_a_run_starts_no_zygote_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPLITFED_LOG_FILE", "server.log")
+    assert not starts_zygote(["run", "sflv1"])
+
+
+def test_help_starts_no_zygote(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "SPLITFED_TIMELINE": str(marks)}
+    for argv in (["run", "sflv1", "--help"], ["protocols"]):
+        done = subprocess.run([sys.executable, "-m", "splitfed", *argv], capture_output=True, env=env, timeout=60)
+        assert done.returncode == 0
+    assert not [m for m in read_marks(marks) if m["party"] == "zygote"]
+
+
+def _sleep_bound(queue: zygote.ChildQueue) -> None:
+    """A child that, as every party does, asks for SIGTERM should its zygote die, says so, then waits."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    zygote._bind_to_zygote("sf-test")
+    queue.put("bound")
+    time.sleep(120)
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_zygote_reports_its_children_lost_and_they_stop() -> None:
+    zygote.stop()  # a zygote of this test's own
+    queue = zygote.ChildQueue()
+    try:
+        child = zygote.fork(_sleep_bound, queue)
+        pid = child.pid
+        assert queue.get() == "bound" and child.poll() is None
+        os.kill(zygote.zygote_pid(), signal.SIGKILL)
+        assert child.wait(timeout=30) == zygote.LOST  # nobody is left to say how it ended
+        assert _gone(pid, within=30)  # PR_SET_PDEATHSIG: it got SIGTERM, and is not left running unseen
+        with pytest.raises(SplitFedError, match="SIGKILL.*SPLITFED_NO_ZYGOTE=1"):
+            zygote.fork(_sleep_bound, queue)
+    finally:
+        queue.close()
+        zygote.stop()
+
+
+def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the zygote still imports: the launcher stops a party it asked for but the zygote has not
+    forked yet; it must never start, nor hold the command up."""
+    hold = tmp_path / "go"
+    (tmp_path / "held_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])  # the zygote waits in its last imports
+    zygote.stop()
+    queue = zygote.ChildQueue()
+    try:
+        child = zygote.fork(_sleep_bound, queue)
+        child.send_signal(signal.SIGTERM)
+        hold.touch()
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        assert child.pid is None  # never forked
+        assert queue.empty()
+    finally:
+        queue.close()
+        zygote.stop()
+
+
+def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's Ctrl-C path lets the parties settle on the SIGINT the terminal sent them; one the
+    zygote has not forked yet never got it, so it is stopped at once instead of starting after the import."""
+    import threading
+
+    from splitfed.runtime.launcher import Party, _stop
+
+    hold = tmp_path / "go"
+    (tmp_path / "held_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])
+    zygote.stop()
+    queue = zygote.ChildQueue()
+    release = threading.Timer(0.5, hold.touch)
+    try:
+        party = Party("client-0", zygote.fork(_sleep_bound, queue), tmp_path / "client-0.log")
+        release.start()
+        _stop([party], first=signal.SIGINT, settle=120)
+        assert party.proc.returncode == -signal.SIGINT
+        assert party.proc.pid is None and queue.empty()  # never forked
+    finally:
+        release.cancel()
+        hold.touch()
+        queue.close()
+        zygote.stop()
+
+
+def test_the_child_queue_carries_json_and_pickles_as_its_address() -> None:
+    queue = zygote.ChildQueue()
+    try:
+        assert queue.empty()
+        copy = pickle.loads(pickle.dumps(queue))  # as a forked child gets it
+        copy.put(("server", 1234))
+        assert not queue.empty()
+        assert queue.get() == ("server", 1234)
+        with pytest.raises(SplitFedError, match="only the process"):
+            copy.get()
+        assert json.loads(json.dumps(copy.path)) == queue.path
+    finally:
+        queue.close()
