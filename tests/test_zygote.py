@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from child_queue import ChildQueue
+
 from splitfed.runtime import zygote
 from splitfed.timeline import read_marks
 
@@ -73,6 +75,18 @@ def test_usage_errors_keep_their_exit_status(tmp_path: Path) -> None:
     assert report is not None and report["code"] == 2 and "invalid int value" in done.stderr
 
 
+def test_a_run_with_many_clients_ends_and_records_its_peak_memory(tmp_path: Path) -> None:
+    """More parties than a Unix datagram queue holds (net.unix.max_dgram_qlen, 10 here): every party's end,
+    and its peak memory, come back through the zygote's exit reports, so nothing blocks at the end."""
+    out = tmp_path / "run"
+    argv = ["run", "fedavg", "--clients", "12", "--epochs", "1", "--out", str(out), "--quiet"]
+    done, report = launch(argv, tmp_path / "marks")
+    assert report is not None and report["code"] == 0, done.stderr
+    assert len([p for p in forked(tmp_path / "marks") if p.startswith("client-")]) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["peak_memory_mb"] > 50
+
+
 def test_zygote_and_fresh_processes_give_the_same_numbers(tmp_path: Path) -> None:
     """A forked party starts from the zygote's state, not a fresh interpreter's: the results must not notice."""
     found = []
@@ -99,10 +113,13 @@ def _threads_after_fork(queue) -> None:  # noqa: ANN001 - a multiprocessing queu
 
 def test_the_zygote_starts_no_threads_so_a_forked_party_sizes_its_own() -> None:
     """No OpenMP pool (nor CUDA) in the zygote before it forks: a party's set_num_threads takes effect."""
-    queue = zygote.peak_queue()
-    child = zygote.fork(_threads_after_fork, queue)
-    assert child.wait(timeout=120) == 0
-    threads, tasks = queue.get()
+    queue = ChildQueue()
+    try:
+        child = zygote.fork(_threads_after_fork, queue)
+        assert child.wait(timeout=120) == 0
+        threads, tasks = queue.get()
+    finally:
+        queue.close()
     assert threads == 2 and tasks >= 2  # the matrix products ran on a pool of the party's own
     assert len(os.listdir(f"/proc/{zygote.zygote_pid()}/task")) == 1  # the zygote itself: one thread
 

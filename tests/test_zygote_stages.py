@@ -11,12 +11,16 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from child_queue import ChildQueue
 
 from splitfed.entry import starts_zygote
 from splitfed.errors import SplitFedError
@@ -72,7 +76,7 @@ def test_help_starts_no_zygote(tmp_path: Path) -> None:
     assert not [m for m in read_marks(marks) if m["party"] == "zygote"]
 
 
-def _sleep_bound(queue: zygote.ChildQueue) -> None:
+def _sleep_bound(queue: ChildQueue) -> None:
     """A child that, as every party does, asks for SIGTERM should its zygote die, says so, then waits."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -96,7 +100,7 @@ def _gone(pid: int, within: float) -> bool:
 
 def test_a_killed_zygote_reports_its_children_lost_and_they_stop() -> None:
     zygote.stop()  # a zygote of this test's own
-    queue = zygote.ChildQueue()
+    queue = ChildQueue()
     try:
         child = zygote.fork(_sleep_bound, queue)
         pid = child.pid
@@ -121,7 +125,7 @@ def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])  # the zygote waits in its last imports
     zygote.stop()
-    queue = zygote.ChildQueue()
+    queue = ChildQueue()
     try:
         child = zygote.fork(_sleep_bound, queue)
         child.send_signal(signal.SIGTERM)
@@ -137,8 +141,6 @@ def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkey
 def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The launcher's Ctrl-C path lets the parties settle on the SIGINT the terminal sent them; one the
     zygote has not forked yet never got it, so it is stopped at once instead of starting after the import."""
-    import threading
-
     from splitfed.runtime.launcher import Party, _stop
 
     hold = tmp_path / "go"
@@ -148,7 +150,7 @@ def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])
     zygote.stop()
-    queue = zygote.ChildQueue()
+    queue = ChildQueue()
     release = threading.Timer(0.5, hold.touch)
     try:
         party = Party("client-0", zygote.fork(_sleep_bound, queue), tmp_path / "client-0.log")
@@ -164,15 +166,133 @@ def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, mo
 
 
 def test_the_child_queue_carries_json_and_pickles_as_its_address() -> None:
-    queue = zygote.ChildQueue()
+    queue = ChildQueue()
     try:
         assert queue.empty()
         copy = pickle.loads(pickle.dumps(queue))  # as a forked child gets it
         copy.put(("server", 1234))
         assert not queue.empty()
         assert queue.get() == ("server", 1234)
-        with pytest.raises(SplitFedError, match="only the process"):
+        with pytest.raises(RuntimeError, match="only the process"):
             copy.get()
         assert json.loads(json.dumps(copy.path)) == queue.path
     finally:
         queue.close()
+
+
+def _signals_held(queue: ChildQueue) -> None:
+    """A forked child before zygote.enter: a SIGINT sent to it now must be held (blocked), not ignored."""
+    os.kill(os.getpid(), signal.SIGINT)
+    queue.put([signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), signal.SIGINT in signal.sigpending()])
+
+
+def test_a_signal_sent_before_a_child_is_ready_is_held_not_lost() -> None:
+    queue = ChildQueue()
+    try:
+        child = zygote.fork(_signals_held, queue)
+        assert queue.get() == (True, True)  # blocked, and pending until enter() unblocks it with its handler in place
+        assert child.wait(timeout=60) == 0
+    finally:
+        queue.close()
+
+
+def _touch(path: str) -> None:
+    Path(path).touch()
+
+
+def test_the_zygote_forks_nothing_for_a_command_that_has_gone(tmp_path: Path) -> None:
+    """A request and the command's end (EOF) that reach a busy zygote together: it must see both before it
+    forks, and fork nothing (no one would watch the child)."""
+    hold, made = tmp_path / "go", tmp_path / "forked"
+    (tmp_path / "held_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    command = textwrap.dedent(
+        f"""
+        import os, sys, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        from splitfed.runtime import zygote
+        from splitfed.timeline import read_marks
+        from test_zygote_stages import _touch
+        zygote.LATE = [*zygote.LATE, "held_import"]  # the zygote waits in its last import
+        zygote.start()
+        while not any(m["event"] == "early preloaded" for m in read_marks({str(tmp_path / "marks")!r})):
+            time.sleep(0.02)  # until the zygote is in that import: it reads nothing meanwhile
+        child = zygote.fork(_touch, {str(made)!r})  # served only after that import
+        print(zygote.zygote_pid(), flush=True)
+        os._exit(0)  # killed, say: no goodbye, no stop()
+        """
+    )
+    (tmp_path / "marks").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env["SPLITFED_TIMELINE"] = str(tmp_path / "marks")
+    # the zygote inherits the command's stdout: read the one line, do not wait for the pipe to close
+    command_proc = subprocess.Popen([sys.executable, "-c", command], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pid = int(command_proc.stdout.readline())
+        assert command_proc.wait(timeout=120) == 0
+    finally:
+        hold.touch()
+        command_proc.stdout.close()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), "the zygote did not end"
+    assert not made.exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+class _FakeSock:
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.fail, self.closed, self.data = fail, False, b""
+
+    def sendall(self, data: bytes) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _connection(sock: object) -> zygote._Connection:
+    """A command's side of a zygote, without a zygote: what it reads is fed to it by hand."""
+    conn = object.__new__(zygote._Connection)
+    conn.sock, conn.lock, conn.buffer = sock, threading.Lock(), b""
+    conn.next_id = conn.requested = 0
+    conn.pids, conn.codes, conn.peaks, conn.cancelled, conn.lost = {}, {}, {}, {}, False
+    return conn
+
+
+def test_a_request_cut_short_closes_the_connection_instead_of_garbling_it() -> None:
+    """Ctrl-C in the middle of a send: the zygote must not read the next message as the rest of this one."""
+    sock = _FakeSock(KeyboardInterrupt())
+    conn = _connection(sock)
+    with pytest.raises(KeyboardInterrupt):
+        conn.request(_touch, ("x",), early=False)
+    assert conn.lost and sock.closed
+    with pytest.raises(EOFError):
+        conn.request(_touch, ("x",), early=False)
+
+
+def test_a_child_that_reuses_an_earlier_childs_pid_is_not_taken_for_it() -> None:
+    a, b = socket.socketpair()
+    conn = _connection(a)
+    try:
+        b.sendall(b'{"id": 1, "pid": 4242}\n{"exit": 4242, "code": 0, "maxrss": 5000}\n')
+        while 4242 not in conn.codes:
+            conn.pump(1.0)
+        assert zygote.Forked(conn, 1).poll() == 0 and zygote.Forked(conn, 1).peak_kb == 5000
+        b.sendall(b'{"id": 2, "pid": 4242}\n')  # a later child, forked with the same pid
+        while 2 not in conn.pids:
+            conn.pump(1.0)
+        assert zygote.Forked(conn, 2).poll() is None and zygote.Forked(conn, 2).peak_kb == 0  # still running
+    finally:
+        a.close()
+        b.close()

@@ -196,7 +196,7 @@ class _Starter:
     def __init__(self, out: Path, env: dict[str, str]) -> None:
         self.out, self.env = out, env
         self.forked = zygote.use_zygote()
-        self.peaks = zygote.peak_queue() if self.forked else None
+        self.started: list[Party] = []
 
     def start(self, name: str, args: list[str], inherit_stderr: bool = False) -> Party:
         """Start ``splitfed ARGS``; its output goes to RUN/logs/NAME.log (the server's progress to our stderr)."""
@@ -204,8 +204,9 @@ class _Starter:
         env = {**self.env, "SPLITFED_LOG_FILE": str(log_path)} if inherit_stderr else self.env
         if self.forked:
             stdout, stderr = (os.devnull, None) if inherit_stderr else (str(log_path), str(log_path))
-            proc = zygote.fork(zygote.run_party, args, env, os.getcwd(), stdout, stderr, self.peaks, name=name)
-            return Party(name, proc, log_path)
+            proc = zygote.fork(zygote.run_party, args, env, os.getcwd(), stdout, stderr, name=name)
+            self.started.append(party := Party(name, proc, log_path))
+            return party
         with open(log_path, "ab") as fh:
             cmd = [sys.executable, "-m", "splitfed", *args]
             if inherit_stderr:  # the server's progress goes to our terminal, its log lines to the file
@@ -216,14 +217,11 @@ class _Starter:
 
     def peak_kb(self) -> int:
         """The peak resident memory of the largest party, in KiB (every party has exited)."""
-        if self.peaks is None:
+        if not self.forked:
             import resource
 
             return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: the largest child
-        found = [0]
-        while not self.peaks.empty():
-            found.append(self.peaks.get()[1])
-        return max(found)
+        return max([0] + [p.proc.peak_kb for p in self.started])  # the zygote reports each with its exit
 
 
 def _watch(parties: list[Party], out: Path, spare_clients: bool = False, timeout: float | None = None) -> None:

@@ -8,7 +8,7 @@ work is done ends here as the interpreter would, minus that teardown: it stops a
 non-daemon threads (``threading._shutdown``, the call the interpreter's exit makes; where a Python
 lacks it, the usual exit is taken), runs the ``atexit`` handlers (logging's flush and close among them),
 flushes standard output and error, and then leaves with ``os._exit``. A party forked from the
-zygote ends the same way (multiprocessing's children always leave with ``os._exit``).
+zygote ends the same way (:func:`finish`, then the zygote's ``os._exit`` for every child).
 
 Files splitfed writes are closed (or written atomically) before this; an object left open in a
 module's globals until the interpreter's teardown would lose what it had buffered, so code
@@ -26,18 +26,19 @@ from typing import NoReturn
 
 def exit_now(code: int) -> NoReturn:
     """End this process with exit status ``code``, skipping the module teardown where torch is loaded."""
-    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter's exit calls first
-    if "torch" not in sys.modules or shutdown is None:  # nothing heavy to tear down, or no safe way round it
+    if "torch" not in sys.modules or not hasattr(threading, "_shutdown"):  # nothing heavy, or no safe way round it
         sys.exit(code)
-    # Non-daemon threads, as the interpreter's exit would: threading's own exit hooks first (a
-    # ThreadPoolExecutor's workers are told to stop there), then it waits for every such thread.
-    shutdown()
-    run_exit_handlers()
+    finish()
     os._exit(code)
 
 
-def run_exit_handlers() -> None:
-    """What a normal interpreter exit runs before its teardown: the ``atexit`` handlers, then a flush of stdio."""
+def finish() -> None:
+    """What a normal interpreter exit does before its teardown: threading's exit hooks (a ThreadPoolExecutor's
+    idle workers are told to stop there) and a wait for every non-daemon thread (``threading._shutdown``, the
+    call the interpreter's exit makes), the ``atexit`` handlers, then a flush of standard output and error."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

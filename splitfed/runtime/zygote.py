@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -94,6 +93,7 @@ class _Connection:
         self.next_id = self.requested = 0
         self.pids: dict[int, int] = {}  # request id -> child pid
         self.codes: dict[int, int] = {}  # child pid -> exit status
+        self.peaks: dict[int, int] = {}  # child pid -> its peak resident memory, KiB (reported with its exit)
         self.cancelled: dict[int, int] = {}  # request id -> the status of a child signalled before its fork
         self.lost = False  # the zygote's end closed: it died, or was stopped
 
@@ -107,10 +107,21 @@ class _Connection:
             self.requested = ident = self.next_id
             header = {"id": ident, "size": len(payload), "stage": 1 if early else 2, "path": sys.path}
             try:
-                self.sock.sendall(json.dumps(header).encode() + b"\n" + payload)
+                self._send(json.dumps(header).encode() + b"\n" + payload)
             except OSError as exc:
                 raise EOFError(f"the zygote's socket: {exc}") from exc
         return ident
+
+    def _send(self, data: bytes) -> None:
+        """Send one whole message (the lock held). One cut short (an OSError, or Ctrl-C while the socket is full
+        and the zygote busy importing) would leave the zygote reading the next message as the rest of this one:
+        the connection is then closed, which the zygote takes as the command's going (it forks nothing more)."""
+        try:
+            self.sock.sendall(data)
+        except BaseException:
+            self.lost = True
+            self.sock.close()
+            raise
 
     def pid(self, ident: int) -> int | None:
         """The pid of request ``ident``'s child, once forked; None if cancelled before. Raises EOFError if the
@@ -129,7 +140,7 @@ class _Connection:
             if self.lost:
                 return
             try:
-                self.sock.sendall(json.dumps({"cancel": ident, "signal": int(sig), "size": 0}).encode() + b"\n")
+                self._send(json.dumps({"cancel": ident, "signal": int(sig), "size": 0}).encode() + b"\n")
             except OSError:
                 pass
 
@@ -154,10 +165,13 @@ class _Connection:
                 message = json.loads(line)
                 if "exit" in message:
                     self.codes[message["exit"]] = message["code"]
+                    self.peaks[message["exit"]] = message.get("maxrss", 0)
                 elif "cancelled" in message:
                     self.cancelled[message["id"]] = message["cancelled"]
-                else:
-                    self.pids[message["id"]] = message["pid"]
+                else:  # a new child: its pid may be an earlier child's (reaped, and reported above) again
+                    self.pids[message["id"]] = pid = message["pid"]
+                    self.codes.pop(pid, None)
+                    self.peaks.pop(pid, None)
 
     def idle(self) -> bool:
         """Whether none of the zygote's children can still run: each request cancelled, or forked and its exit
@@ -259,6 +273,12 @@ class Forked:
             return LOST if self.zygote.lost else None
         return self.zygote.exit_code(pid)
 
+    @property
+    def peak_kb(self) -> int:
+        """The child's peak resident memory in KiB, once it has exited (0 if never forked or unknown)."""
+        pid = self.zygote.pids.get(self.ident)
+        return 0 if pid is None else self.zygote.peaks.get(pid, 0)
+
     def poll(self) -> int | None:
         if self.returncode is None:
             self.zygote.pump(0)
@@ -327,52 +347,6 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-class ChildQueue:
-    """Where forked children put small JSON values for the command (each party's peak memory, say).
-
-    A datagram socket in a private folder: the object pickles as that socket's path, so it can
-    be passed to :func:`fork`; only the process that made it can :meth:`get`."""
-
-    def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="splitfed-queue-")
-        self.path = os.path.join(self.folder, "queue")
-        self.sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        atexit.register(self.close)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "path": self.path, "sock": None}
-
-    def put(self, value: Any) -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(json.dumps(value).encode(), self.path)
-
-    def empty(self) -> bool:
-        return not select.select([self._own()], [], [], 0)[0]
-
-    def get(self) -> Any:
-        value = json.loads(self._own().recv(1 << 16))
-        return tuple(value) if isinstance(value, list) else value
-
-    def _own(self) -> socket.socket:
-        if self.sock is None:
-            raise SplitFedError("only the process that made a ChildQueue can read it")
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-                os.rmdir(self.folder)
-
-
-def peak_queue() -> ChildQueue:
-    """Where each forked party puts ``(name, peak RSS in KiB)`` as it finishes."""
-    return ChildQueue()
-
-
 def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None) -> None:
     """Make this forked child look like a fresh ``splitfed ARGV`` process: its environment, folder and output.
 
@@ -397,7 +371,7 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
     late = all(name in sys.modules for name in LATE)  # False in the checks, forked before the zygote's last imports
     mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules, "late": late})
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork stops it now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # one sent since the fork acts now
 
 
 def _bind_to_zygote(title: str) -> None:
@@ -416,21 +390,17 @@ def _bind_to_zygote(title: str) -> None:
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def run_party(
-    argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None, peaks: Any
-) -> None:
-    """The body of a forked party: ``splitfed.cli.main(argv)``, then its peak memory, then its exit status."""
-    import resource
-
+def run_party(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None) -> None:
+    """The body of a forked party: ``splitfed.cli.main(argv)``, then its exit status (the zygote reports it
+    with the party's peak memory)."""
     enter(argv, env, cwd, stdout, stderr)
     from splitfed.cli import main
-    from splitfed.runtime.process_exit import run_exit_handlers
+    from splitfed.runtime.process_exit import finish
 
     try:
         code = main(argv)
     finally:
-        run_exit_handlers()  # what a normal interpreter exit would run; a zygote's child ends with os._exit
-    peaks.put((argv[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        finish()  # what a normal interpreter exit does before its teardown; a zygote's child ends with os._exit
     sys.exit(code)
 
 

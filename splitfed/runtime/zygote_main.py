@@ -10,8 +10,8 @@ serves the requests of that stage, then imports :data:`~splitfed.runtime.zygote.
 checks run beside the ``torch._dynamo`` import instead of after it.
 
 What the zygote guarantees: it ignores SIGINT and SIGTERM (a group's SIGTERM stops each party
-once; it blocks SIGTERM too, so that one sent to a child before the child's handler is in place
-is held, and :func:`splitfed.runtime.zygote.enter` unblocks it); it only imports, on one thread,
+once; it blocks both too, so that one sent to a child before the child's handler is in place
+is held, and :func:`splitfed.runtime.zygote.enter` unblocks them); it only imports, on one thread,
 so no CUDA context and no OpenMP pool exist before a fork; it reports every child's exit status;
 and once the command has closed its end, it exits as soon as its last child has.
 """
@@ -75,16 +75,28 @@ class Zygote:
                 timeout = None
 
     def _read(self) -> None:
-        try:
-            data = self.conn.recv(1 << 20)
-        except OSError:
-            data = b""
-        if not data:
+        """Everything the command has sent so far, to the end: a cancel or the command's going (EOF) queued
+        behind a request is seen before anything is forked."""
+        ended = False
+        while True:
+            try:
+                chunk = self.conn.recv(1 << 20, socket.MSG_DONTWAIT)  # the socket itself stays blocking, to send
+            except BlockingIOError:  # all read
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                ended = True
+                break
+            self.buffer += chunk
+        self._parse()  # cancels act now (a forked child is signalled); requests wait in pending
+        if ended:
             self.closed = True
             self.pending.clear()  # the command has gone: nothing more is forked for it
             self.selector.unregister(self.conn)
-            return
-        self.buffer += data
+
+    def _parse(self) -> None:
+        """The whole messages in the buffer: a JSON header line, then ``size`` bytes of payload."""
         while b"\n" in self.buffer:
             line, rest = self.buffer.split(b"\n", 1)
             header = json.loads(line)
@@ -119,14 +131,15 @@ class Zygote:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.children.discard(pid)
             self.forked = {ident: child for ident, child in self.forked.items() if child != pid}
-            self._send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+            # with the child's peak resident memory (KiB), which the launcher records in summary.json
+            self._send({"exit": pid, "code": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss})
 
     def _fork(self, header: dict, payload: bytes) -> None:
         pid = os.fork()
@@ -185,8 +198,10 @@ def _preload(modules: list[str]) -> None:
 def main() -> None:
     """``python -c ... FD PRELOAD_JSON``: preload in stages, serving requests between them, until the command ends."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches every party; the zygote stays for their statuses
+    # Blocked as well as ignored: a child inherits the mask, so either signal sent to it before its own handler
+    # is in place is held until zygote.enter unblocks it, instead of being ignored (pending ones are not inherited).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     from splitfed.timeline import mark, set_party
 
     set_party("zygote")  # each forked child names its own party (zygote.enter)
