@@ -6,11 +6,15 @@ the same distribution: the remaining rows, disjoint from every row of the run. I
 from the cut activations (after the client's clipping and noise, simulated afresh every batch)
 back to the images, and rebuilds the run's held-out test images. Reported: test accuracy, MB on
 the wire per round (both directions, all clients), the attack's SSIM and PSNR on the victims, and
-the SSIM of the auxiliary mean image (what knowing nothing scores).
+the SSIM of the auxiliary mean image (what knowing nothing scores) and of the posterior mean over the
+attacker's images (:func:`posterior_attack`: the decoder's training target, where more capacity and epochs lead).
 
     python benchmarks/privacy_table.py --out bench/privacy
     python benchmarks/privacy_table.py --capacity --only "cut 3, noise 0.02"   # would a stronger attacker do better?
     python benchmarks/privacy_table.py --epochs 6 --attack-epochs 15 --only "cut 1;labels client;labels client, cut 2"
+    # is the attacker saturated? attack the trained run again (--reuse) with bigger decoders, 240 victims
+    python benchmarks/privacy_table.py --epochs 30 --only "privacy strong" --reuse --victims 240 \
+        --decoders "128x60;256x60;128x120" --out bench/privacy
 
 Writes OUT/results.md, OUT/results.json, OUT/recon-<setting>.png (originals above reconstructions)
 and OUT/reconstructions.png (all of them, one above the other).
@@ -68,7 +72,7 @@ SETTINGS: dict[str, dict] = {
     "privacy strong": {"privacy": "strong"},
     **{
         f"narrow cut 3, noise {sigma}": {"model": "cnn-narrow", "cut": 3, "dp_clip": 1.0, "dp_noise": sigma}
-        for sigma in (0.12, 0.15, 0.18, 0.2, 0.25, 0.3)
+        for sigma in (0.12, 0.15, 0.17, 0.18, 0.19, 0.2, 0.25, 0.3)
     },
     "labels client": {"cut": 1, "labels": "client"},
     "labels client, cut 2": {"cut": 2, "labels": "client"},
