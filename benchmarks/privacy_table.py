@@ -317,11 +317,17 @@ def stack_figures(paths: list[Path], out: Path) -> None:
     sheet.save(out)
 
 
+def _decoders(args: argparse.Namespace) -> str:
+    if args.decoders:
+        return f"the decoders named in each row (learning rate {args.lr})"
+    return f"decoder width {args.width}, depth {args.depth}, {args.attack_epochs} epochs, learning rate {args.lr}"
+
+
 def write_table(results: dict, args: argparse.Namespace) -> None:
     lines = [
         f"SFLv1, 2 clients, {args.epochs} rounds on digits upscaled to 32x32 ({RUN_ROWS} rows, 80/20 split, "
-        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, decoder width {args.width}, "
-        f"{args.attack_epochs} epochs, rebuilding {args.victims} held-out test images.",
+        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, {_decoders(args)}, rebuilding "
+        f"{args.victims} held-out test images" + (f", {args.sends} sends of each averaged." if args.sends > 1 else "."),
         "",
         "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM | label attack (first / last "
         "round; chance 0.1) |",
