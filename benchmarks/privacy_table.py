@@ -6,11 +6,15 @@ the same distribution: the remaining rows, disjoint from every row of the run. I
 from the cut activations (after the client's clipping and noise, simulated afresh every batch)
 back to the images, and rebuilds the run's held-out test images. Reported: test accuracy, MB on
 the wire per round (both directions, all clients), the attack's SSIM and PSNR on the victims, and
-the SSIM of the auxiliary mean image (what knowing nothing scores).
+the SSIM of the auxiliary mean image (what knowing nothing scores) and of the posterior mean over the
+attacker's images (:func:`posterior_attack`: the decoder's training target, where more capacity and epochs lead).
 
     python benchmarks/privacy_table.py --out bench/privacy
     python benchmarks/privacy_table.py --capacity --only "cut 3, noise 0.02"   # would a stronger attacker do better?
     python benchmarks/privacy_table.py --epochs 6 --attack-epochs 15 --only "cut 1;labels client;labels client, cut 2"
+    # is the attacker saturated? attack the trained run again (--reuse) with bigger decoders, 240 victims
+    python benchmarks/privacy_table.py --epochs 30 --only "privacy strong" --reuse --victims 240 \
+        --decoders "128x60;256x60;128x120" --out bench/privacy
 
 Writes OUT/results.md, OUT/results.json, OUT/recon-<setting>.png (originals above reconstructions)
 and OUT/reconstructions.png (all of them, one above the other).
@@ -66,6 +70,10 @@ SETTINGS: dict[str, dict] = {
     "cut 1, nopeek 0.5": {"cut": 1, "nopeek": 0.5},
     "cut 1, nopeek 2": {"cut": 1, "nopeek": 2.0},
     "privacy strong": {"privacy": "strong"},
+    **{
+        f"narrow cut 3, noise {sigma}": {"model": "cnn-narrow", "cut": 3, "dp_clip": 1.0, "dp_noise": sigma}
+        for sigma in (0.12, 0.15, 0.17, 0.18, 0.19, 0.2, 0.25, 0.3)
+    },
     "labels client": {"cut": 1, "labels": "client"},
     "labels client, cut 2": {"cut": 2, "labels": "client"},
     "labels client, 2 head blocks": {"cut": 1, "labels": "client", "head_blocks": 2},
@@ -79,11 +87,10 @@ SETTINGS: dict[str, dict] = {
 }
 
 
-def attack_run(run: Path, aux_x: torch.Tensor, victims: int, width: int, epochs: int, seed: int):
-    """The reconstruction attack on a finished run's client half and held-out test rows."""
+def _client_side(run: Path, victims: int):
+    """(the run's trained client half, its defence, the victims' images: its first held-out test rows)."""
     from splitfed.protocols.defences import Defence
 
-    from splitfed.attack import reconstruct
     from splitfed.config import RunConfig
     from splitfed.data.shards import client_shard
     from splitfed.models import build_model, split_model
@@ -95,9 +102,51 @@ def attack_run(run: Path, aux_x: torch.Tensor, victims: int, width: int, epochs:
     half = split_model(full, facts["cut"])[0]
     state = torch.load(run / "checkpoint.pt", weights_only=True)["client_half"]  # --labels client: front and head
     half.load_state_dict({k: v for k, v in state.items() if k in half.state_dict()})
-    defence = Defence.of(config)
-    release = defence.release if defence.clip or defence.noise else None
-    return reconstruct(half, aux_x, shard.test_x[:victims], release=release, width=width, epochs=epochs, seed=seed)
+    return half, Defence.of(config), shard.test_x[:victims]
+
+
+def attack_run(
+    run: Path,
+    aux_x: torch.Tensor,
+    victims: int,
+    width: int,
+    epochs: int,
+    seed: int,
+    depth: int = 0,
+    lr: float = 2e-3,
+    sends: int = 1,
+):
+    """The reconstruction attack on a finished run's client half and held-out test rows (``sends`` > 1: the
+    attacker averages that many noisy sends of each victim, and trains on such averages)."""
+    from splitfed.attack import linked, reconstruct
+
+    half, defence, victim_x = _client_side(run, victims)
+    release = linked(defence.release, sends) if defence.clip or defence.noise else None
+    decoder = {"width": width, "depth": depth, "epochs": epochs, "lr": lr}
+    return reconstruct(half, aux_x, victim_x, release=release, seed=seed, **decoder)
+
+
+def posterior_attack(run: Path, aux_x: torch.Tensor, victims: int, seed: int, sends: int = 1) -> tuple[float, float]:
+    """(SSIM, PSNR) of the posterior mean over the attacker's own images: each victim's guess is the mean of
+    the auxiliary images weighted by how likely each one's clipped activations make what the wire showed
+    under the run's Gaussian noise. It is the MSE-optimal decoder for the decoder's own training data (the
+    auxiliary rows with fresh noise), i.e. where more capacity and epochs of that training lead, without
+    the decoder's ability to generalise beyond the auxiliary images. The victims' noise is the decoder
+    attack's (the same seed)."""
+    from splitfed.protocols.defences import Defence
+
+    from splitfed.attack import image_scores, linked, smashed
+
+    half, defence, victim_x = _client_side(run, victims)
+    clip = Defence(clip=defence.clip).release if defence.clip else (lambda acts, _: acts)
+    known = clip(smashed(half, aux_x), None).flatten(1)
+    seen = smashed(half, victim_x)
+    if defence.clip or defence.noise:
+        seen = linked(defence.release, sends)(seen, torch.Generator().manual_seed(seed + 1))
+    std = max(defence.noise * defence.clip / sends**0.5, 1e-6)
+    weights = torch.softmax(-(torch.cdist(seen.flatten(1).double(), known.double()) ** 2) / (2 * std**2), dim=1)
+    guesses = (weights @ aux_x.flatten(1).double()).float().reshape(victim_x.shape)
+    return image_scores(victim_x, guesses)
 
 
 def label_attack(run: Path, seed: int) -> dict:
@@ -119,6 +168,8 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
 
     started = time.monotonic()
     out = args.out / "runs" / name.replace(" ", "").replace(",", "-")
+    if args.reuse and (out / "summary.json").exists() and (out / "checkpoint.pt").exists():
+        return reused_run(out, args.epochs)
     result = splitfed.run(
         "sflv1",
         clients=2,
@@ -127,8 +178,8 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
         seed=args.seed,
         in_process=True,
         out=out,
-        **({} if "privacy" in settings else {"model": args.model}),
-        **settings,  # a preset names its own model
+        **({} if "privacy" in settings or "model" in settings else {"model": args.model}),
+        **settings,  # a preset (or the setting) names its own model
     )
     s = result.summary
     return {
@@ -139,25 +190,63 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
     }
 
 
+def reused_run(out: Path, epochs: int) -> dict:
+    """A run trained earlier (``--reuse``): its figures from its own files, so it can be attacked again."""
+    from splitfed.api import RunResult
+
+    trained = json.loads((out / "config.json").read_text()).get("epochs")
+    if trained != epochs:
+        raise SystemExit(f"{out} was trained for {trained} rounds, not --epochs {epochs}: pass --epochs {trained}")
+    result = RunResult.load(out)
+    s = result.summary
+    return {
+        "run": str(out),
+        "test_accuracy": result.test_accuracy,
+        "mb_per_round": (s["bytes_sent"] + s["bytes_received"]) / epochs / 1e6,
+        "train_seconds": None,
+        "reused": True,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8, help="training rounds per run")
     parser.add_argument("--model", default="cnn", help="the split model (the table was measured with cnn)")
     parser.add_argument("--victims", type=int, default=64, help="held-out test images the attacker rebuilds")
     parser.add_argument("--width", type=int, default=32, help="decoder channels")
-    parser.add_argument("--attack-epochs", type=int, default=20)
+    parser.add_argument("--attack-epochs", type=int, default=20, help="the decoder's training epochs")
+    parser.add_argument("--depth", type=int, default=0, help="extra 3x3 convolutions per decoder resolution")
+    parser.add_argument("--lr", type=float, default=2e-3, help="the decoder's peak learning rate (cosine down to 0)")
+    parser.add_argument(
+        "--decoders",
+        default=None,
+        help="attack each setting with these decoders instead: WIDTHxEPOCHS[xDEPTH] separated by ';' "
+        "(e.g. '128x60;256x60;128x120;64x60x2'), one row each",
+    )
     parser.add_argument("--only", default=None, help="run only these settings (names separated by ';')")
     parser.add_argument(
         "--capacity",
         action="store_true",
         help="attack the first setting with half and twice --width, and twice --attack-epochs: does more help?",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="attack a setting's trained run in OUT/runs/ again instead of retraining it, where it has one",
+    )
+    parser.add_argument(
+        "--sends",
+        type=int,
+        default=1,
+        help="the attacker averages this many noisy sends of each victim (the test pass sends every held-out "
+        "row each round, in the same order), and trains its decoder on such averages (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench") / "privacy")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from splitfed.attack import save_figure
+    from splitfed.attack import image_scores, save_figure
 
     data = f"{Path(__file__).resolve()}:upscaled_digits"
     aux_x = attacker_digits()
@@ -167,19 +256,32 @@ def main() -> None:
     results = {}
     for name in names:
         row = train_run(name, SETTINGS[name], data, args)
-        trials = [(args.width, args.attack_epochs)]
+        trials = [(args.width, args.attack_epochs, args.depth)]
         if args.capacity:
-            trials = [(args.width // 2, args.attack_epochs), (args.width, args.attack_epochs)]
-            trials += [(args.width * 2, args.attack_epochs), (args.width, 2 * args.attack_epochs)]
-        for width, epochs in trials:
+            wide, long = (args.width * 2, args.attack_epochs), (args.width, 2 * args.attack_epochs)
+            trials = [(args.width // 2, args.attack_epochs, args.depth), trials[0]]
+            trials += [(*wide, args.depth), (*long, args.depth)]
+        if args.decoders:
+            trials = [_decoder(spec, args.depth) for spec in args.decoders.split(";")]
+        posterior = posterior_attack(Path(row["run"]), aux_x, args.victims, args.seed, args.sends)
+        print(f"{name}: the posterior mean over the attacker's images scores SSIM {posterior[0]:.3f}", flush=True)
+        for width, epochs, depth in trials:
             started = time.monotonic()
-            attack = attack_run(Path(row["run"]), aux_x, args.victims, width, epochs, args.seed)
-            key = name if not args.capacity else f"{name}, decoder {width} x {epochs} epochs"
+            decoder = {"depth": depth, "lr": args.lr, "sends": args.sends}
+            attack = attack_run(Path(row["run"]), aux_x, args.victims, width, epochs, args.seed, **decoder)
+            key = name
+            if args.capacity or args.decoders:
+                key = f"{name}, decoder {width} x {epochs} epochs" + (f", depth {depth}" if depth else "")
+            if args.sends > 1:
+                key += f", {args.sends} sends averaged"
             results[key] = {
+                "decoder": {"width": width, "epochs": epochs, **decoder},
                 **row,
                 **label_attack(Path(row["run"]), args.seed),
                 "ssim": attack.ssim,
                 "psnr": attack.psnr,
+                "ssim_first_64": image_scores(attack.originals[:64], attack.reconstructions[:64])[0],
+                "posterior_mean_ssim": posterior[0],
                 "mean_image_ssim": attack.baseline_ssim,
                 "decoder_train_mse": attack.train_mse,
                 "attack_seconds": time.monotonic() - started,
@@ -189,6 +291,14 @@ def main() -> None:
     write_table(results, args)
     figures = [args.out / f"recon-{k.replace(' ', '').replace(',', '-')}.png" for k in results]
     stack_figures(figures, args.out / "reconstructions.png")
+
+
+def _decoder(spec: str, depth: int) -> tuple[int, int, int]:
+    """'WIDTHxEPOCHS' or 'WIDTHxEPOCHSxDEPTH' (--decoders) as (width, epochs, depth)."""
+    parts = spec.strip().lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise SystemExit(f"--decoders: {spec!r} is not WIDTHxEPOCHS or WIDTHxEPOCHSxDEPTH (e.g. 128x60 or 64x60x2)")
+    return int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else depth
 
 
 def stack_figures(paths: list[Path], out: Path) -> None:
@@ -207,11 +317,17 @@ def stack_figures(paths: list[Path], out: Path) -> None:
     sheet.save(out)
 
 
+def _decoders(args: argparse.Namespace) -> str:
+    if args.decoders:
+        return f"the decoders named in each row (learning rate {args.lr})"
+    return f"decoder width {args.width}, depth {args.depth}, {args.attack_epochs} epochs, learning rate {args.lr}"
+
+
 def write_table(results: dict, args: argparse.Namespace) -> None:
     lines = [
         f"SFLv1, 2 clients, {args.epochs} rounds on digits upscaled to 32x32 ({RUN_ROWS} rows, 80/20 split, "
-        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, decoder width {args.width}, "
-        f"{args.attack_epochs} epochs, rebuilding {args.victims} held-out test images.",
+        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, {_decoders(args)}, rebuilding "
+        f"{args.victims} held-out test images" + (f", {args.sends} sends of each averaged." if args.sends > 1 else "."),
         "",
         "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM | label attack (first / last "
         "round; chance 0.1) |",

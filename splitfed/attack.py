@@ -9,7 +9,9 @@ activations. The figures are SSIM and PSNR (scikit-image) of the victim's recons
 
 The decoder is a convolution, then transposed convolutions (each doubling the resolution, at
 least one) until the activations' resolution reaches the image's, a resize to the exact size,
-and a last convolution, with ``width`` channels throughout.
+and a last convolution, with ``width`` channels throughout. ``depth`` adds that many 3x3
+convolutions (with ReLU) after the first convolution and after every transposed one: a deeper
+decoder for the same width (``depth=0``, the default, is the shallow one above).
 """
 
 from __future__ import annotations
@@ -30,16 +32,22 @@ from splitfed.errors import ConfigError
 class Decoder(nn.Module):
     """Activations (C, h, w) back to images (channels, H, W)."""
 
-    def __init__(self, acts_shape: tuple[int, ...], image_shape: tuple[int, ...], width: int = 64) -> None:
+    def __init__(
+        self, acts_shape: tuple[int, ...], image_shape: tuple[int, ...], width: int = 64, depth: int = 0
+    ) -> None:
         super().__init__()
         if len(acts_shape) != 3 or len(image_shape) != 3:
             raise ConfigError(f"the attack decodes image-shaped activations, got {acts_shape} -> {image_shape}")
+        if width < 1 or depth < 0:
+            raise ConfigError(f"the decoder needs a width >= 1 and a depth >= 0: got width {width}, depth {depth}")
         channels, h, w = acts_shape
         self.size = tuple(image_shape[1:])
         ups = max(1, math.ceil(math.log2(max(self.size[0] / h, self.size[1] / w))))
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        extra = [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *extra]
         for _ in range(ups):
             layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU()]
+            layers += [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, image_shape[0], 3, padding=1)
 
@@ -62,6 +70,19 @@ class AttackResult:
 Release = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def linked(release: Release, sends: int) -> Release:
+    """The mean of ``sends`` independent releases of the same activations: what an attacker who links an
+    example's repeated sends (the test pass sends every held-out row each round, in the same order) and
+    averages them sees. Against noise of std s it leaves noise of std s / sqrt(sends)."""
+    if sends < 1:
+        raise ConfigError(f"an attacker links at least 1 send of each example, got {sends}")
+
+    def mean_of_sends(acts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.stack([release(acts, generator) for _ in range(sends)]).mean(0)
+
+    return release if sends == 1 else mean_of_sends
+
+
 def smashed(client_half: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """The client half's output for ``x`` (eval mode, no gradients), before any defence."""
     was = client_half.training
@@ -78,16 +99,18 @@ def train_decoder(
     *,
     release: Release | None = None,
     width: int = 64,
+    depth: int = 0,
     epochs: int = 60,
     lr: float = 2e-3,
     seed: int = 0,
 ) -> tuple[Decoder, float]:
-    """Fit a decoder from activations to images by MSE (Adam, batches of 32, cosine lr); (decoder, last
-    epoch's MSE). ``release`` (the client's defence) is applied to every batch afresh, so against noise
-    the decoder sees new draws each epoch, as an attacker who knows the defence would simulate them."""
+    """Fit a decoder from activations to images by MSE (Adam, batches of 32, cosine lr from ``lr`` down to
+    0); (decoder, last epoch's MSE). ``release`` (the client's defence) is applied to every batch afresh, so
+    against noise the decoder sees new draws each epoch, as an attacker who knows the defence would simulate
+    them."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        decoder = Decoder(tuple(acts.shape[1:]), tuple(images.shape[1:]), width)
+        decoder = Decoder(tuple(acts.shape[1:]), tuple(images.shape[1:]), width, depth)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(acts) / 32))
     gen = torch.Generator().manual_seed(seed)
@@ -134,13 +157,17 @@ def reconstruct(
     *,
     release: Release | None = None,
     width: int = 64,
+    depth: int = 0,
     epochs: int = 60,
+    lr: float = 2e-3,
     seed: int = 0,
 ) -> AttackResult:
     """The whole attack: train on the auxiliary rows, rebuild the victim's, score against the originals.
     The victim's activations go through ``release`` with a stream of their own (the client's noise)."""
     aux_acts = smashed(client_half, aux_x)
-    decoder, mse = train_decoder(aux_acts, aux_x, release=release, width=width, epochs=epochs, seed=seed)
+    decoder, mse = train_decoder(
+        aux_acts, aux_x, release=release, width=width, depth=depth, epochs=epochs, lr=lr, seed=seed
+    )
     victim_acts = smashed(client_half, victim_x)
     if release is not None:
         victim_acts = release(victim_acts, torch.Generator().manual_seed(seed + 1))

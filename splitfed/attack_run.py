@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitfed.attack import reconstruct, save_figure
+from splitfed.attack import linked, reconstruct, save_figure
 from splitfed.config import RunConfig
 from splitfed.errors import ConfigError, DataError
 from splitfed.files import atomic_write_json
@@ -74,10 +74,15 @@ def attack_run(
     victims: int = 64,
     width: int = 32,
     epochs: int = 20,
+    depth: int = 0,
+    lr: float = 2e-3,
+    sends: int = 1,
     seed: int = 0,
     out: Path | None = None,
 ) -> dict[str, Any]:
-    """Attack the run; write attack.json and reconstructions.png into ``out`` (default RUN/attack)."""
+    """Attack the run; write attack.json and reconstructions.png into ``out`` (default RUN/attack).
+    ``width``, ``depth``, ``epochs``, ``lr``: the decoder (:func:`splitfed.attack.train_decoder`); ``sends``:
+    how many noisy sends of each victim the attacker links and averages (:func:`splitfed.attack.linked`)."""
     from splitfed.protocols.defences import Defence
 
     run = Path(run)
@@ -88,8 +93,9 @@ def attack_run(
     half = _client_half(run, facts, config)
     aux_x, victim_x, how = _rows(config, aux, victims)
     defence = Defence.of(config)
-    release = defence.release if defence.clip or defence.noise else None
-    result = reconstruct(half, aux_x, victim_x, release=release, width=width, epochs=epochs, seed=seed)
+    release = linked(defence.release, sends) if defence.clip or defence.noise else None
+    decoder = {"width": width, "depth": depth, "epochs": epochs, "lr": lr}
+    result = reconstruct(half, aux_x, victim_x, release=release, seed=seed, **decoder)
     out = out or run / "attack"
     report = {
         "run": str(run),
@@ -98,7 +104,8 @@ def attack_run(
         "attacker": how,
         "attacker_rows": len(aux_x),
         "victims": len(victim_x),
-        "decoder": {"width": width, "epochs": epochs, "train_mse": result.train_mse},
+        "decoder": {**decoder, "train_mse": result.train_mse},
+        "sends_averaged": sends if release is not None else 1,
         "ssim": result.ssim,
         "psnr": result.psnr,
         "mean_image_ssim": result.baseline_ssim,

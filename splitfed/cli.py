@@ -272,6 +272,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         victims=args.victims or 64,
         width=args.width,
         epochs=args.epochs,
+        depth=args.depth,
+        lr=args.lr,
+        sends=args.sends,
         seed=args.seed,
         out=args.out,
     )

@@ -688,6 +688,27 @@ def _attack_parser(sub: argparse._SubParsersAction) -> None:
     )
     at.add_argument("--width", type=int, default=32, help="the decoder's channels (default %(default)s)")
     at.add_argument("--epochs", type=int, default=20, help="the decoder's training epochs (default %(default)s)")
+    at.add_argument(
+        "--depth",
+        type=int,
+        default=0,
+        help="extra 3x3 convolutions in the decoder after its first layer and after each upsampling (default "
+        "%(default)s)",
+    )
+    at.add_argument(
+        "--lr",
+        type=float,
+        default=2e-3,
+        help="the decoder's peak learning rate (Adam, cosine down to 0; default %(default)s)",
+    )
+    at.add_argument(
+        "--sends",
+        type=int,
+        default=1,
+        help="the attacker links this many noisy sends of each victim and averages them, and trains on such "
+        "averages: the test pass sends every held-out row each round, in the same order (default %(default)s; "
+        "it matters only against --dp-noise)",
+    )
     at.add_argument("--seed", type=int, default=0, help="seeds the decoder and its batches (default %(default)s)")
     at.add_argument("--out", type=Path, default=None, help="where to write the results (default RUN/attack/)")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from splitfed.protocols.defences import Defence
 
-from splitfed.attack import Decoder, reconstruct, save_figure
+from splitfed.attack import Decoder, linked, reconstruct, save_figure
 from splitfed.config import RunConfig
 from splitfed.data.shards import client_shard
+from splitfed.errors import ConfigError
 from splitfed.models import build_model, split_model
 from splitfed.testing import run_in_threads
 
@@ -38,6 +40,27 @@ def test_the_decoder_reaches_the_image_size_from_every_cut() -> None:
         assert Decoder(tuple(acts.shape[1:]), (1, 32, 64), width=8)(acts).shape == x.shape
 
 
+def test_a_deeper_decoder_adds_convolutions_and_the_default_stays_shallow() -> None:
+    acts, image = (8, 4, 4), (1, 32, 32)
+    shallow, deeper = Decoder(acts, image, width=16), Decoder(acts, image, width=16, depth=2)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in d.body) for d in (shallow, deeper)]
+    assert convs == [1, 1 + 2 * 4]  # two more after the first layer and after each of the three upsamplings
+    assert deeper(torch.zeros(2, *acts)).shape == (2, *image)
+    with pytest.raises(ConfigError, match="depth"):
+        Decoder(acts, image, width=16, depth=-1)
+
+
+def test_an_attacker_who_averages_linked_sends_sees_less_noise() -> None:
+    release = Defence(clip=1.0, noise=1.0).release
+    acts = torch.zeros(2000, 8)  # under the clip: what arrives is the noise alone, std 1 per element
+    once = release(acts, torch.Generator().manual_seed(0))
+    four = linked(release, 4)(acts, torch.Generator().manual_seed(0))
+    assert 0.95 < float(once.std()) < 1.05 and 0.475 < float(four.std()) < 0.525  # 1 / sqrt(4)
+    assert linked(release, 1) is release
+    with pytest.raises(ConfigError, match="at least 1 send"):
+        linked(release, 0)
+
+
 def test_splitfed_attack_writes_its_report_and_figure(tmp_path: Path, capsys) -> None:
     from splitfed.cli import main
 
@@ -48,6 +71,12 @@ def test_splitfed_attack_writes_its_report_and_figure(tmp_path: Path, capsys) ->
     assert report["attacker"].startswith("half the held-out test rows") and report["victims"] == 16
     assert report["defences"]["dp_noise"] == 0.1 and -1 <= report["ssim"] <= 1
     assert (tmp_path / "attack" / "reconstructions.png").stat().st_size > 1000
+    assert report["decoder"]["depth"] == 0 and report["sends_averaged"] == 1
+    flags = ["--epochs", "1", "--victims", "8", "--depth", "1", "--lr", "0.001", "--sends", "3"]
+    assert main(["attack", str(tmp_path), *flags, "--out", str(tmp_path / "deeper")]) == 0
+    deeper = json.loads((tmp_path / "deeper" / "attack.json").read_text())
+    assert deeper["decoder"]["depth"] == 1 and deeper["decoder"]["lr"] == 0.001 and deeper["sends_averaged"] == 3
+    capsys.readouterr()
     fedavg = tmp_path / "fedavg"
     run_in_threads(RunConfig(protocol="fedavg", clients=1, epochs=1, seed=4), fedavg)
     assert main(["attack", str(fedavg)]) == 1
