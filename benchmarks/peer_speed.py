@@ -125,9 +125,9 @@ def measure(
     }
 
 
-def splitfed_cmd(args: argparse.Namespace, data: Path, out: Path, precision: str) -> list[str]:
+def splitfed_cmd(args: argparse.Namespace, data: Path, out: Path, precision: str, exe: str = SPLITFED) -> list[str]:
     return [
-        SPLITFED,
+        exe,
         "run",
         "sflv1",
         "--clients",
@@ -218,6 +218,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench") / f"peer-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Every run starts from the output folder: a checkout's own folder first on sys.path would let a
+    # --baseline tree's zygote (python -c) import this checkout's splitfed.
+    os.chdir(args.out)
 
     from proxy_quality import make_proxy
 
@@ -240,12 +245,14 @@ def main() -> None:
                 results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True, env))
                 print(name, results[name][-1], flush=True)
         if args.baseline is not None:
-            from startup import tree_env
+            from startup import tree_env, tree_exe
 
             precision, out = args.precisions.split(",")[0], args.out / f"baseline-{repeat}"
             name = f"baseline sflv1 --precision {precision}"
-            env = tree_env(args.out, args.baseline)
-            results.setdefault(name, []).append(measure(splitfed_cmd(args, data, out, precision), out, True, env))
+            exe = tree_exe(args.baseline, SPLITFED)  # its own environment where it has one (its own entry points)
+            env = dict(os.environ) if exe != SPLITFED else tree_env(args.out, args.baseline)
+            cmd = splitfed_cmd(args, data, out, precision, exe)
+            results.setdefault(name, []).append(measure(cmd, out, True, env))
             print(name, results[name][-1], flush=True)
         table = summarise(results)  # after every repeat, so that a stopped benchmark still leaves its table
         (args.out / "results.md").write_text(table + "\n")
