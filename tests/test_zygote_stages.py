@@ -296,3 +296,27 @@ def test_a_child_that_reuses_an_earlier_childs_pid_is_not_taken_for_it() -> None
     finally:
         a.close()
         b.close()
+
+
+def _bound_late(queue: ChildQueue, go: str) -> None:
+    """A child whose zygote dies before it binds itself to it (the prctl would then come too late)."""
+    queue.put("forked")
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    zygote._bind_to_zygote("sf-test")  # SIGTERM is still blocked here, as in every child before enter() ends
+    queue.put(signal.SIGTERM in signal.sigpending())
+
+
+def test_a_child_orphaned_before_it_binds_to_the_zygote_still_stops(tmp_path: Path) -> None:
+    zygote.stop()  # a zygote of this test's own
+    queue, go = ChildQueue(), tmp_path / "go"
+    try:
+        child = zygote.fork(_bound_late, queue, str(go))
+        assert queue.get() == "forked"
+        os.kill(zygote.zygote_pid(), signal.SIGKILL)
+        assert child.wait(timeout=30) == zygote.LOST
+        go.touch()
+        assert queue.get() is True  # it sent itself the SIGTERM its zygote's death would have
+    finally:
+        queue.close()
+        zygote.stop()

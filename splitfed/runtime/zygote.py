@@ -388,6 +388,12 @@ def _bind_to_zygote(title: str) -> None:
     if hasattr(libc, "prctl"):
         libc.prctl(15, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        from splitfed.runtime import zygote_main
+
+        if zygote_main.ZYGOTE_PID is not None and os.getppid() != zygote_main.ZYGOTE_PID:
+            # the zygote died between the fork and the prctl, which then came too late: stop as it would have
+            # made us (held until the party's handler is in place, as SIGTERM is blocked until then)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_party(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None) -> None:

@@ -30,6 +30,8 @@ from typing import NoReturn
 
 #: request stages: ``EARLY`` is served once stage 1 is imported, ``ALL`` once everything is
 EARLY, ALL = 1, 2
+#: the zygote's own pid, set in the zygote (a child inherits it: its parent should it be orphaned before binding)
+ZYGOTE_PID: int | None = None
 
 
 class Zygote:
@@ -197,6 +199,8 @@ def _preload(modules: list[str]) -> None:
 
 def main() -> None:
     """``python -c ... FD PRELOAD_JSON``: preload in stages, serving requests between them, until the command ends."""
+    global ZYGOTE_PID
+    ZYGOTE_PID = os.getpid()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches every party; the zygote stays for their statuses
     # Blocked as well as ignored: a child inherits the mask, so either signal sent to it before its own handler
