@@ -234,18 +234,8 @@ def test_the_zygote_forks_nothing_for_a_command_that_has_gone(tmp_path: Path) ->
     finally:
         hold.touch()
         command_proc.stdout.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), "the zygote did not end"
+    assert _gone(pid, within=120), "the zygote did not end"
     assert not made.exists()
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "Z"
 
 
 class _FakeSock:
@@ -261,19 +251,10 @@ class _FakeSock:
         self.closed = True
 
 
-def _connection(sock: object) -> zygote._Connection:
-    """A command's side of a zygote, without a zygote: what it reads is fed to it by hand."""
-    conn = object.__new__(zygote._Connection)
-    conn.sock, conn.lock, conn.buffer = sock, threading.Lock(), b""
-    conn.next_id = conn.requested = 0
-    conn.pids, conn.codes, conn.peaks, conn.cancelled, conn.lost = {}, {}, {}, {}, False
-    return conn
-
-
 def test_a_request_cut_short_closes_the_connection_instead_of_garbling_it() -> None:
     """Ctrl-C in the middle of a send: the zygote must not read the next message as the rest of this one."""
     sock = _FakeSock(KeyboardInterrupt())
-    conn = _connection(sock)
+    conn = zygote._Connection(sock, None)  # no zygote: what it would say is fed by hand
     with pytest.raises(KeyboardInterrupt):
         conn.request(_touch, ("x",), early=False)
     assert conn.lost and sock.closed
@@ -283,7 +264,7 @@ def test_a_request_cut_short_closes_the_connection_instead_of_garbling_it() -> N
 
 def test_a_child_that_reuses_an_earlier_childs_pid_is_not_taken_for_it() -> None:
     a, b = socket.socketpair()
-    conn = _connection(a)
+    conn = zygote._Connection(a, None)
     try:
         b.sendall(b'{"id": 1, "pid": 4242}\n{"exit": 4242, "code": 0, "maxrss": 5000}\n')
         while 4242 not in conn.codes:

@@ -78,16 +78,21 @@ _BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[2])[2]; import spli
 class _Connection:
     """The command's side of one running zygote: the process, the socket, and what the zygote reported."""
 
-    def __init__(self) -> None:
+    @classmethod
+    def start(cls) -> _Connection:
+        """Start a zygote, preloading, and connect to it."""
         ours, theirs = socket.socketpair()
         preload = json.dumps([PRELOAD, LATE, sys.path])
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(theirs.fileno()), preload],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
-        self.sock = ours
+        return cls(ours, process)
+
+    def __init__(self, sock: socket.socket, process: subprocess.Popen | None) -> None:
+        self.sock, self.process = sock, process
         self.lock = threading.Lock()  # one reader at a time
         self.buffer = b""
         self.next_id = self.requested = 0
@@ -178,11 +183,7 @@ class _Connection:
         reported (what the zygote has sent so far is read first)."""
         while not self.lost and select.select([self.sock], [], [], 0)[0]:
             self.pump(0)
-        for ident in range(1, self.requested + 1):
-            pid = self.pids.get(ident)
-            if ident not in self.cancelled and (pid is None or pid not in self.codes):
-                return False
-        return True
+        return all(Forked(self, ident).returncode is not None for ident in range(1, self.requested + 1))
 
     def exit_code(self, pid: int) -> int | None:
         code = self.codes.get(pid)
@@ -202,7 +203,7 @@ def _running() -> _Connection:
     global _zygote
     with _start_lock:
         if _zygote is None:
-            _zygote = _Connection()
+            _zygote = _Connection.start()
             atexit.register(stop)
         return _zygote
 

@@ -214,8 +214,8 @@ def main() -> None:
     early, late, _ = json.loads(sys.argv[2])  # the third, the launcher's sys.path, is set already (zygote._BOOT)
     from splitfed.runtime import zygote_warm
 
-    _preload(early + zygote_warm.protocol_modules())
-    zygote_warm.warm()
+    _preload(early)
+    zygote_warm.warm()  # every registered protocol, through the registry (a plugin that raises ends the zygote)
     mark("early preloaded")
     zygote.stage = EARLY
     zygote.serve(block=False)

@@ -13,13 +13,6 @@ from __future__ import annotations
 MODULES = ("numpy.ma",)
 
 
-def protocol_modules() -> list[str]:
-    """The module of every registered protocol's declaration (the entry points; nothing imported here)."""
-    from importlib.metadata import entry_points
-
-    return sorted({ep.value.split(":")[0] for ep in entry_points(group="splitfed.protocols")})
-
-
 def warm() -> None:
     """Load every protocol's spec and :data:`MODULES`."""
     import importlib
