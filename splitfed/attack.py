@@ -43,11 +43,13 @@ class Decoder(nn.Module):
         channels, h, w = acts_shape
         self.size = tuple(image_shape[1:])
         ups = max(1, math.ceil(math.log2(max(self.size[0] / h, self.size[1] / w))))
-        extra = [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *extra]
+
+        def extra() -> list[nn.Module]:  # the --depth convolutions after the first layer and each upsampling
+            return [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
+
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *extra()]
         for _ in range(ups):
-            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU()]
-            layers += [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
+            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(), *extra()]
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, image_shape[0], 3, padding=1)
 
