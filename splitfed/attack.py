@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitfed.errors import ConfigError
+from splitfed.optim import make_optimizer
 
 
 class Decoder(nn.Module):
@@ -113,7 +114,7 @@ def train_decoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         decoder = Decoder(tuple(acts.shape[1:]), tuple(images.shape[1:]), width, depth)
-    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    opt = make_optimizer(decoder.parameters(), "adam", lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(acts) / 32))
     gen = torch.Generator().manual_seed(seed)
     total = float("nan")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from splitfed import lazy_dynamo
 from splitfed.config import OPTIMIZERS
 from splitfed.errors import ConfigError
 
@@ -15,13 +16,16 @@ from splitfed.errors import ConfigError
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
+    """torch's optimizer ``name``, as a subclass that leaves ``torch._dynamo`` unimported until something
+    compiles (:mod:`splitfed.lazy_dynamo`: most of a second of every party's start-up)."""
     params = list(params)
+    lazy_dynamo.defer()
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return lazy_dynamo.eager(torch.optim.SGD)(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return lazy_dynamo.eager(torch.optim.Adam)(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return lazy_dynamo.eager(torch.optim.AdamW)(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"--optimizer {name!r} is not one of {OPTIMIZERS}")
 
 

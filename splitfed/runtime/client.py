@@ -17,7 +17,6 @@ from splitfed.files import atomic_write_bytes
 from splitfed.optim import follow_recipe, start_round
 from splitfed.peers import Server
 from splitfed.protocol import DATA_REPORT, Assignment, ClientRole, DataRequest
-from splitfed.runtime.warm import warm_imports
 from splitfed.timeline import mark
 from splitfed.transport.base import ClientTransport
 from splitfed.transport.link import ClientLink
@@ -51,7 +50,6 @@ def run_client(
         server, name, max_bytes=DEFAULT_MAX_BYTES, connect_timeout=join_timeout or timeout, curve=curve
     )
     link = ClientLink(transport, timeout=timeout, kinds=RUNTIME_KINDS)  # the protocol's kinds come with welcome
-    warm_imports()  # while the server starts and the others join
     try:
         log.info("%s: waiting for the server at %s (up to %g s)", name, server, join_timeout or timeout)
         # how long we wait for the server, and whether we bring our own data (a newcomer must)

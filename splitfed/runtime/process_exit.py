@@ -1,8 +1,9 @@
 """Ending a finished splitfed process without the interpreter's module teardown.
 
-Once torch and ``torch._dynamo`` (which every optimizer imports) are loaded, an interpreter's
-own exit spends most of a second destroying modules and collecting their objects after the
-program is done (0.9 s measured on this project's 2-core machine), which every ``splitfed
+Once torch is loaded (and ``torch._dynamo``, which every optimizer imported until
+:mod:`splitfed.lazy_dynamo`), an interpreter's own exit spends most of a second destroying modules
+and collecting their objects after the program is done (0.9 s measured on this project's 2-core
+machine, with both), which every ``splitfed
 server``, ``splitfed client`` and ``splitfed evaluate`` command paid at its end. A command whose
 work is done ends here as the interpreter would, minus that teardown: it stops and waits for its
 non-daemon threads (``threading._shutdown``, the call the interpreter's exit makes; where a Python

@@ -23,7 +23,6 @@ from splitfed.protocol import DATA_REPORT
 from splitfed.runtime.membership import Membership, check_partial
 from splitfed.runtime.outputs import RunWriter
 from splitfed.runtime.progress import Progress
-from splitfed.runtime.warm import warm_imports
 from splitfed.timeline import mark
 from splitfed.transport.base import ServerTransport
 from splitfed.transport.link import ServerLink
@@ -126,7 +125,6 @@ def serve(
         " (encrypted)" if curve else "",
     )
     mark("listening")
-    warm_imports()  # while the clients join and load their data
     return _ServerRun(config, spec, writer, link, checkpoint, progress).run(device)
 
 

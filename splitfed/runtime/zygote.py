@@ -8,10 +8,11 @@ each party. A forked party shares the pages it did not write since the fork, so 
 PSS of a run counts torch once, and torch is imported once per launcher, not once per party
 (``splitfed bench`` reuses the same zygote for every run).
 
-The zygote imports in two stages: torch and splitfed first, then ``torch._dynamo`` (which only
-an optimizer needs, and which takes about as long as torch). A fork asked for with
-``early=True`` (``splitfed run``'s checks) is served between the two, so the checks run while
-the zygote still imports ``torch._dynamo``.
+The zygote imports in two stages: :data:`PRELOAD` (torch and splitfed) first, then :data:`LATE`
+(what only the parties need). A fork asked for with ``early=True`` (``splitfed run``'s checks)
+is served between the two, so the checks run while the zygote imports the rest. ``LATE`` held
+``torch._dynamo`` (about as long as torch to import) until :mod:`splitfed.lazy_dynamo` kept every
+optimizer from importing it; it is empty now.
 
 What the zygote must not do before it forks: initialise CUDA (``--device cuda`` works only
 in a process that did not inherit a CUDA context) or start OpenMP's thread pool (a forked
@@ -44,6 +45,7 @@ from splitfed.errors import SplitFedError
 #: what the zygote imports before it forks anything (with every registered protocol's declaration and roles)
 PRELOAD = [
     "torch",
+    "torch.fx.experimental.symbolic_shapes",  # (sympy) what a party's first model build and backward(grad) import
     "numpy",
     "zmq",
     "splitfed.cli",
@@ -58,9 +60,7 @@ PRELOAD = [
     "ctypes",
 ]
 #: what it imports after it has served the early forks (the checks): what only the parties need
-LATE = [
-    "torch._dynamo",  # imported by every optimizer's constructor: seconds, once per party without the zygote
-]
+LATE: list[str] = []
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
 #: seconds the zygote gets, at exit, to end on its own once its children are gone, before it is killed
@@ -216,7 +216,7 @@ def stop(wait: float = STOP_WAIT) -> None:
     after ``wait`` seconds would hold the command up, so the zygote is then killed (it ignores
     SIGTERM), and its children get SIGTERM through ``PR_SET_PDEATHSIG``. A zygote none of whose
     children runs any more is killed at once: it only imports, so it has nothing to finish (it
-    may be half way through ``torch._dynamo`` when a check has failed)."""
+    may be half way through its imports when a check has failed)."""
     global _zygote
     with _start_lock:
         zygote, _zygote = _zygote, None
@@ -316,8 +316,8 @@ def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed", early: 
     """Ask the zygote to fork ``target(*args)`` (starting the zygote first if need be); returns at once.
 
     ``target`` and ``args`` are pickled: ``target`` must be importable by module and name in the
-    child (not defined in a script's ``__main__``). ``early``: fork as soon as torch and splitfed
-    are imported, before ``torch._dynamo`` (a child that creates no optimizer). ``name`` is
+    child (not defined in a script's ``__main__``). ``early``: fork as soon as :data:`PRELOAD` is
+    imported, before :data:`LATE` (a child that needs only torch and splitfed). ``name`` is
     only for the caller's messages; the child names itself (:func:`enter`)."""
     zygote = _running()
     try:

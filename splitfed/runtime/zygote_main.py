@@ -5,9 +5,10 @@ socket pair as FD. Requests come in on it (a JSON header line, then the pickled 
 arguments, which only the forked child unpickles); the zygote answers each with the child's
 pid, and later with its exit status. It imports :data:`~splitfed.runtime.zygote.PRELOAD` and
 every registered protocol's roles first (stage 1: torch and splitfed, what the checks need),
-serves the requests of that stage, then imports :data:`~splitfed.runtime.zygote.LATE`
-(``torch._dynamo``, which only an optimizer needs) and serves the rest. So ``splitfed run``'s
-checks run beside the ``torch._dynamo`` import instead of after it.
+serves the requests of that stage, then imports :data:`~splitfed.runtime.zygote.LATE` (what only
+the parties need) and serves the rest. ``splitfed run``'s checks are forked at stage 1, so they
+would run beside the later imports; ``LATE`` is empty since ``torch._dynamo``, which it held, is
+no longer imported (:mod:`splitfed.lazy_dynamo`).
 
 What the zygote guarantees: it ignores SIGINT and SIGTERM (a group's SIGTERM stops each party
 once; it blocks both too, so that one sent to a child before the child's handler is in place
