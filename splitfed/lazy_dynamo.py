@@ -16,7 +16,8 @@ that, and on nothing else:
   the attribute where the wrapper caches its disabled function (``torch/_compile.py``): it calls
   the function directly while ``torch._dynamo`` is absent, and builds, keeps and calls the real
   disabled function once something else (a ``torch.compile``, a library) has imported it.
-- :func:`eager` subclasses a torch optimizer with a ``step`` that does what
+- :func:`eager` subclasses a torch optimizer (``Adam`` becomes ``EagerAdam``, kept in this module
+  so that pickle finds it) with a ``step`` that does what
   ``_use_grad_for_differentiable`` does (gradients on only for a differentiable optimizer) but
   the graph break, while ``torch._dynamo`` is absent, and is torch's own ``step`` once it is
   there. The subclass is the torch class for everything else (``isinstance``, state dicts,
@@ -153,4 +154,8 @@ def eager(cls: type) -> type:
             torch.set_grad_enabled(enabled)
 
     step.__doc__ = plain.__doc__
-    return type(cls.__name__, (cls,), {"step": step, "__module__": __name__, "__qualname__": cls.__qualname__})
+    name = f"Eager{cls.__name__}"
+    eager_cls = type(name, (cls,), {"step": step, "__module__": __name__, "__qualname__": name})
+    if globals().setdefault(name, eager_cls) is not eager_cls:  # found by name, so that pickle finds it
+        raise RuntimeError(f"splitfed.lazy_dynamo.{name} exists already: eager() takes torch's optimizers only")
+    return eager_cls

@@ -6,6 +6,8 @@ as torch's optimizers do, and hand over to torch's own code once something does 
 
 from __future__ import annotations
 
+import copy
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -34,7 +36,7 @@ def test_each_optimizer_steps_exactly_as_torchs(name: str) -> None:
     kwargs = {"lr": 0.05, "weight_decay": 0.01} | ({"momentum": 0.9} if name == "sgd" else {})
     opt_ours = make_optimizer(ours.parameters(), name, **kwargs)
     opt_theirs = BASES[name](theirs.parameters(), **kwargs)
-    assert isinstance(opt_ours, BASES[name]) and type(opt_ours).__name__ == BASES[name].__name__
+    assert isinstance(opt_ours, BASES[name])
     gen = torch.Generator().manual_seed(1)
     for _ in range(4):
         x = torch.randn(8, 5, generator=gen)
@@ -49,6 +51,16 @@ def test_each_optimizer_steps_exactly_as_torchs(name: str) -> None:
     for key, state in state_theirs["state"].items():
         for field, value in state.items():
             assert torch.equal(torch.as_tensor(state_ours["state"][key][field]), torch.as_tensor(value)), field
+
+
+def test_an_optimizer_pickles_and_deep_copies() -> None:
+    model = _model(0)
+    opt = make_optimizer(model.parameters(), "adam", lr=0.1)
+    model(torch.ones(2, 5)).sum().backward()
+    opt.step()
+    for copied in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert type(copied) is type(opt)
+        assert copied.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
 
 
 def test_step_keeps_gradients_off_and_restores_the_callers_mode() -> None:
