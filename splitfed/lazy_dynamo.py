@@ -43,8 +43,17 @@ _CACHE = "__dynamo_disable"
 #: the modules (and their submodules) whose wrappers a training process reaches: optimizers, schedules
 _MODULES = ("torch.optim", "torch.optim.lr_scheduler")
 
-_lock = threading.Lock()
+#: what this module expects of torch's wrappers (``co_freevars``, ``co_names`` of their code), as torch
+#: 2.14 builds them: a torch whose wrappers do anything else is left alone
+_DISABLE = (("fn", "recursive"), ("getattr", "torch._dynamo", "_dynamo", "disable", "__dynamo_disable"))
+_USE_GRAD = (
+    ("func",),
+    ("torch._dynamo", "cast", "Optimizer", "is_grad_enabled", "set_grad_enabled", "defaults", "_dynamo", "graph_break"),
+)
+
+_lock = threading.RLock()
 _deferred = False
+_classes: dict[type, type] = {}
 
 
 def _loaded() -> Any:
@@ -104,7 +113,7 @@ def defer() -> int:
             importlib.import_module(name)
         make = getattr(torch, "_disable_dynamo", None)
         code = getattr(make(lambda: None), "__code__", None) if callable(make) else None
-        if code is None:
+        if code is None or (code.co_freevars, code.co_names) != _DISABLE:
             return 0
         covered = 0
         for name, module in list(sys.modules.items()):
@@ -119,13 +128,15 @@ def defer() -> int:
 
 def _steps(cls: type) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """``cls.step``'s ``_use_grad_for_differentiable`` wrapper and the function under it (below any
-    profiling hook torch has put above them), or None where ``step`` is not wrapped that way."""
+    profiling hook torch has put above them), or None where ``step`` is not wrapped as expected."""
     from torch.optim import optimizer
 
     wrap = getattr(optimizer, "_use_grad_for_differentiable", None)
     code = getattr(wrap(lambda self: None), "__code__", None) if callable(wrap) else None
+    if code is None or (code.co_freevars, code.co_names) != _USE_GRAD:
+        return None
     step = getattr(cls, "step", None)
-    while step is not None and code is not None:
+    while step is not None:
         if getattr(step, "__code__", None) is code:
             plain = getattr(step, "__wrapped__", None)
             return (step, plain) if callable(plain) else None
@@ -133,10 +144,7 @@ def _steps(cls: type) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     return None
 
 
-@functools.cache
-def eager(cls: type) -> type:
-    """``cls`` (a ``torch.optim.Optimizer`` class) with a ``step`` that imports no ``torch._dynamo``;
-    ``cls`` itself where its ``step`` is not wrapped as this module expects."""
+def _build(cls: type) -> type:
     steps = _steps(cls)
     if steps is None:
         return cls
@@ -154,8 +162,32 @@ def eager(cls: type) -> type:
             torch.set_grad_enabled(enabled)
 
     step.__doc__ = plain.__doc__
+    hook = getattr(cls, "profile_hook_step", None)
+    if callable(hook):  # what torch's constructor does to a class's step on first use, done once here
+        step = hook(step)
+        step.hooked = True
     name = f"Eager{cls.__name__}"
-    eager_cls = type(name, (cls,), {"step": step, "__module__": __name__, "__qualname__": name})
-    if globals().setdefault(name, eager_cls) is not eager_cls:  # found by name, so that pickle finds it
-        raise RuntimeError(f"splitfed.lazy_dynamo.{name} exists already: eager() takes torch's optimizers only")
-    return eager_cls
+    return type(name, (cls,), {"step": step, "__module__": __name__, "__qualname__": name})
+
+
+def eager(cls: type) -> type:
+    """``cls`` (one of ``torch.optim``'s optimizers) with a ``step`` that imports no ``torch._dynamo``,
+    named ``Eager`` + its name (as ``repr`` and the profiler show it); ``cls`` itself where its ``step``
+    is not wrapped as this module expects. One class per ``cls``, safe to call from several threads."""
+    with _lock:
+        built = _classes.get(cls)
+        if built is None:
+            built = _classes[cls] = _build(cls)
+        return built
+
+
+def __getattr__(name: str) -> type:
+    """``splitfed.lazy_dynamo.EagerAdam`` and the like, built on first use: how pickle finds them."""
+    import torch.optim
+
+    base = getattr(torch.optim, name[len("Eager") :], None) if name.startswith("Eager") else None
+    if isinstance(base, type) and issubclass(base, torch.optim.Optimizer):
+        built = eager(base)
+        if built is not base:
+            return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
