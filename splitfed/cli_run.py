@@ -100,7 +100,7 @@ def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
     with tempfile.TemporaryDirectory(prefix="splitfed-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"
         args = (argv, dict(os.environ), os.getcwd(), str(plan_path))
-        child = zygote.fork(check_in_child, *args, name="check", early=True)  # beside the zygote's LATE imports
+        child = zygote.fork(check_in_child, *args, name="check")
         try:
             code = child.wait()  # raises SplitFedError if the zygote died before it forked the check
         except (KeyboardInterrupt, Terminated):  # the check ends before its folder goes

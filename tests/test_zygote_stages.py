@@ -1,8 +1,8 @@
-"""The zygote of our own (splitfed/runtime/zygote_main.py): its stages, its start, its death, its queue.
+"""The zygote of our own (splitfed/runtime/zygote_main.py): its start, its imports, its death, its queue.
 
-`splitfed run`'s checks fork between the zygote's two stages of imports; the console script
-starts the zygote before it imports the command line; a child outlives a killed zygote neither
-unseen nor unreported.
+The console script starts the zygote before it imports the command line; requests sent while it
+still imports are served (or cancelled) after; a child outlives a killed zygote neither unseen nor
+unreported.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from splitfed.runtime import zygote
 from splitfed.timeline import read_marks
 
 
-def test_the_checks_fork_at_the_first_stage_and_the_parties_after_the_last(tmp_path: Path) -> None:
+def test_a_run_forks_its_checks_and_parties_from_one_zygote_that_imported_everything_first(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     out = tmp_path / "run"
@@ -38,10 +38,10 @@ def test_the_checks_fork_at_the_first_stage_and_the_parties_after_the_last(tmp_p
     assert done.returncode == 0, done.stderr
     forked = {m["party"]: m for m in read_marks(marks) if m["event"] == "forked"}
     assert set(forked) == {"check", "server", "client-0"}
-    assert forked["check"]["t"] <= min(forked["server"]["t"], forked["client-0"]["t"])
-    assert forked["server"]["late"] is True and forked["client-0"]["late"] is True  # zygote.LATE imported
-    zygotes = [m for m in read_marks(marks) if m["party"] == "zygote"]
-    assert [m["event"] for m in sorted(zygotes, key=lambda m: m["t"])] == ["preloading", "early preloaded", "preloaded"]
+    zygotes = sorted((m for m in read_marks(marks) if m["party"] == "zygote"), key=lambda m: m["t"])
+    assert [m["event"] for m in zygotes] == ["preloading", "preloaded"]
+    assert all(m["preloaded"] and m["t"] >= zygotes[-1]["t"] for m in forked.values())
+    assert len({m["ppid"] for m in forked.values()}) == 1
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkey
         f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])  # the zygote waits in its last imports
+    monkeypatch.setattr(zygote, "PRELOAD", [*zygote.PRELOAD, "held_import"])  # the zygote waits in its imports
     zygote.stop()
     queue = ChildQueue()
     try:
@@ -148,7 +148,7 @@ def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, mo
         f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(zygote, "LATE", [*zygote.LATE, "held_import"])
+    monkeypatch.setattr(zygote, "PRELOAD", [*zygote.PRELOAD, "held_import"])
     zygote.stop()
     queue = ChildQueue()
     release = threading.Timer(0.5, hold.touch)
@@ -214,10 +214,10 @@ def test_the_zygote_forks_nothing_for_a_command_that_has_gone(tmp_path: Path) ->
         from splitfed.runtime import zygote
         from splitfed.timeline import read_marks
         from test_zygote_stages import _touch
-        zygote.LATE = [*zygote.LATE, "held_import"]  # the zygote waits in its last import
+        zygote.PRELOAD = [*zygote.PRELOAD, "held_import"]  # the zygote waits in its last import
         zygote.start()
-        while not any(m["event"] == "early preloaded" for m in read_marks({str(tmp_path / "marks")!r})):
-            time.sleep(0.02)  # until the zygote is in that import: it reads nothing meanwhile
+        while not any(m["event"] == "preloading" for m in read_marks({str(tmp_path / "marks")!r})):
+            time.sleep(0.02)  # until the zygote imports: it reads nothing meanwhile
         child = zygote.fork(_touch, {str(made)!r})  # served only after that import
         print(zygote.zygote_pid(), flush=True)
         os._exit(0)  # killed, say: no goodbye, no stop()
@@ -256,10 +256,10 @@ def test_a_request_cut_short_closes_the_connection_instead_of_garbling_it() -> N
     sock = _FakeSock(KeyboardInterrupt())
     conn = zygote._Connection(sock, None)  # no zygote: what it would say is fed by hand
     with pytest.raises(KeyboardInterrupt):
-        conn.request(_touch, ("x",), early=False)
+        conn.request(_touch, ("x",))
     assert conn.lost and sock.closed
     with pytest.raises(EOFError):
-        conn.request(_touch, ("x",), early=False)
+        conn.request(_touch, ("x",))
 
 
 def test_a_child_that_reuses_an_earlier_childs_pid_is_not_taken_for_it() -> None:

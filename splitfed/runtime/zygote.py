@@ -8,11 +8,9 @@ each party. A forked party shares the pages it did not write since the fork, so 
 PSS of a run counts torch once, and torch is imported once per launcher, not once per party
 (``splitfed bench`` reuses the same zygote for every run).
 
-The zygote imports in two stages: :data:`PRELOAD` (torch and splitfed) first, then :data:`LATE`
-(what only the parties need). A fork asked for with ``early=True`` (``splitfed run``'s checks)
-is served between the two, so the checks run while the zygote imports the rest. ``LATE`` held
-``torch._dynamo`` (about as long as torch to import) until :mod:`splitfed.lazy_dynamo` kept every
-optimizer from importing it; it is empty now.
+The zygote imports :data:`PRELOAD` (torch, splitfed and every registered protocol), then forks.
+It used to import ``torch._dynamo`` too, in a second stage, and fork ``splitfed run``'s checks
+beside it; since :mod:`splitfed.lazy_dynamo` no optimizer imports it, and neither does the zygote.
 
 What the zygote must not do before it forks: initialise CUDA (``--device cuda`` works only
 in a process that did not inherit a CUDA context) or start OpenMP's thread pool (a forked
@@ -59,8 +57,6 @@ PRELOAD = [
     "splitfed.runtime.zygote",  # the parties' target, and what each child runs first (enter: ctypes)
     "ctypes",
 ]
-#: what it imports after it has served the early forks (the checks): what only the parties need
-LATE: list[str] = []
 #: set to 1 to start every party as its own ``python -m splitfed`` process, as before the zygote
 NO_ZYGOTE = "SPLITFED_NO_ZYGOTE"
 #: seconds the zygote gets, at exit, to end on its own once its children are gone, before it is killed
@@ -72,7 +68,7 @@ SLICE = 0.05
 
 #: the zygote's command: the launcher's own ``sys.path`` first (not ``-c``'s current folder, where another
 #: checkout of splitfed may lie), then :func:`splitfed.runtime.zygote_main.main`
-_BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[2])[2]; import splitfed.runtime.zygote_main as z; z.main()"
+_BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[2])[1]; import splitfed.runtime.zygote_main as z; z.main()"
 
 
 class _Connection:
@@ -82,7 +78,7 @@ class _Connection:
     def start(cls) -> _Connection:
         """Start a zygote, preloading, and connect to it."""
         ours, theirs = socket.socketpair()
-        preload = json.dumps([PRELOAD, LATE, sys.path])
+        preload = json.dumps([PRELOAD, sys.path])
         process = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(theirs.fileno()), preload],
             pass_fds=(theirs.fileno(),),
@@ -102,7 +98,7 @@ class _Connection:
         self.cancelled: dict[int, int] = {}  # request id -> the status of a child signalled before its fork
         self.lost = False  # the zygote's end closed: it died, or was stopped
 
-    def request(self, target: Callable[..., Any], args: tuple, early: bool) -> int:
+    def request(self, target: Callable[..., Any], args: tuple) -> int:
         """Ask the zygote to fork ``target(*args)``; the request's id (:meth:`pid` waits for the child's pid)."""
         payload = pickle.dumps((target, args))
         with self.lock:
@@ -110,7 +106,7 @@ class _Connection:
                 raise EOFError("the zygote has ended")
             self.next_id += 1
             self.requested = ident = self.next_id
-            header = {"id": ident, "size": len(payload), "stage": 1 if early else 2, "path": sys.path}
+            header = {"id": ident, "size": len(payload), "path": sys.path}
             try:
                 self._send(json.dumps(header).encode() + b"\n" + payload)
             except OSError as exc:
@@ -312,16 +308,15 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed", early: bool = False) -> Forked:
+def fork(target: Callable[..., Any], *args: Any, name: str = "splitfed") -> Forked:
     """Ask the zygote to fork ``target(*args)`` (starting the zygote first if need be); returns at once.
 
     ``target`` and ``args`` are pickled: ``target`` must be importable by module and name in the
-    child (not defined in a script's ``__main__``). ``early``: fork as soon as :data:`PRELOAD` is
-    imported, before :data:`LATE` (a child that needs only torch and splitfed). ``name`` is
-    only for the caller's messages; the child names itself (:func:`enter`)."""
+    child (not defined in a script's ``__main__``). ``name`` is only for the caller's messages; the
+    child names itself (:func:`enter`)."""
     zygote = _running()
     try:
-        return Forked(zygote, zygote.request(target, args, early))
+        return Forked(zygote, zygote.request(target, args))
     except (EOFError, OSError) as exc:  # the zygote died: while preloading, or since (out of memory, killed)
         raise _zygote_died(zygote, exc) from exc
 
@@ -370,8 +365,7 @@ def enter(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, st
         stream.reconfigure(write_through=True)  # as PYTHONUNBUFFERED: a log is complete when the party dies
     set_party("check" if argv[:1] != ["server"] and argv[:1] != ["client"] else party_from_argv(argv))
     _bind_to_zygote(f"sf-{party_from_argv(argv)}")
-    late = all(name in sys.modules for name in LATE)  # False in the checks, forked before the zygote's last imports
-    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules, "late": late})
+    mark("forked", extra={"ppid": os.getppid(), "preloaded": "torch" in sys.modules})
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # one sent since the fork acts now
 
 

@@ -1,14 +1,12 @@
-"""The zygote process itself: it imports in stages, and forks each request once its stage is imported.
+"""The zygote process itself: it imports torch and splitfed, then forks each request it is sent.
 
 Started by :func:`splitfed.runtime.zygote.start` as ``python -c ... FD PRELOAD`` with one end of a
 socket pair as FD. Requests come in on it (a JSON header line, then the pickled target and
 arguments, which only the forked child unpickles); the zygote answers each with the child's
 pid, and later with its exit status. It imports :data:`~splitfed.runtime.zygote.PRELOAD` and
-every registered protocol's roles first (stage 1: torch and splitfed, what the checks need),
-serves the requests of that stage, then imports :data:`~splitfed.runtime.zygote.LATE` (what only
-the parties need) and serves the rest. ``splitfed run``'s checks are forked at stage 1, so they
-would run beside the later imports; ``LATE`` is empty since ``torch._dynamo``, which it held, is
-no longer imported (:mod:`splitfed.lazy_dynamo`).
+every registered protocol's roles before it forks anything. (It used to import in two stages
+and fork ``splitfed run``'s checks between them, beside its import of ``torch._dynamo``, which
+no process imports any more: :mod:`splitfed.lazy_dynamo`.)
 
 What the zygote guarantees: it ignores SIGINT and SIGTERM (a group's SIGTERM stops each party
 once; it blocks both too, so that one sent to a child before the child's handler is in place
@@ -29,8 +27,6 @@ import sys
 import traceback
 from typing import NoReturn
 
-#: request stages: ``EARLY`` is served once stage 1 is imported, ``ALL`` once everything is
-EARLY, ALL = 1, 2
 #: the zygote's own pid, set in the zygote (a child inherits it: its parent should it be orphaned before binding)
 ZYGOTE_PID: int | None = None
 
@@ -40,7 +36,6 @@ class Zygote:
 
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
-        self.stage = 0
         self.buffer = b""
         self.pending: list[tuple[dict, bytes]] = []
         self.children: set[int] = set()
@@ -55,8 +50,8 @@ class Zygote:
         self.selector.register(conn, selectors.EVENT_READ)
         self.selector.register(self.sig_r, selectors.EVENT_READ)
 
-    def serve(self, block: bool) -> None:
-        """Read requests and fork those whose stage is imported, reap children; ``block``: until the end."""
+    def serve(self) -> None:
+        """Read requests and fork them, reap children, until the command has gone and its last child too."""
         timeout: float | None = 0  # what has come in first (a cancel, say), then fork
         while True:
             events = self.selector.select(timeout=timeout)
@@ -66,13 +61,12 @@ class Zygote:
                 else:
                     os.read(self.sig_r, 65536)
                     self._reap()
-            ready = [r for r in self.pending if r[0].get("stage", ALL) <= self.stage]
-            self.pending = [r for r in self.pending if r not in ready]
+            ready, self.pending = self.pending, []
             for header, payload in ready:
                 self._fork(header, payload)
             if events:
                 timeout = 0
-            elif not block or (self.closed and not self.children):
+            elif self.closed and not self.children:
                 return
             else:
                 timeout = None
@@ -199,7 +193,7 @@ def _preload(modules: list[str]) -> None:
 
 
 def main() -> None:
-    """``python -c ... FD PRELOAD_JSON``: preload in stages, serving requests between them, until the command ends."""
+    """``python -c ... FD PRELOAD_JSON``: preload, then serve requests until the command ends."""
     global ZYGOTE_PID
     ZYGOTE_PID = os.getpid()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -212,25 +206,13 @@ def main() -> None:
     set_party("zygote")  # each forked child names its own party (zygote.enter)
     mark("preloading")
     zygote = Zygote(socket.socket(fileno=int(sys.argv[1])))
-    early, late, _ = json.loads(sys.argv[2])  # the third, the launcher's sys.path, is set already (zygote._BOOT)
+    modules, _ = json.loads(sys.argv[2])  # the second, the launcher's sys.path, is set already (zygote._BOOT)
     from splitfed.runtime import zygote_warm
 
-    _preload(early)
+    _preload(modules)
     zygote_warm.warm()  # every registered protocol, through the registry (a plugin that raises ends the zygote)
-    mark("early preloaded")
-    zygote.stage = EARLY
-    zygote.serve(block=False)
-    # While it imports the rest, the zygote reports an early child's exit as soon as it happens (the checks',
-    # which the command waits for): from the SIGCHLD handler, as nothing else reads or writes in the meantime.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # the handler never interrupts this _reap
-    signal.signal(signal.SIGCHLD, lambda *_: zygote._reap())
-    zygote._reap()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    _preload(late)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
     mark("preloaded")
-    zygote.stage = ALL
-    zygote.serve(block=True)
+    zygote.serve()
     _leave()
 
 
