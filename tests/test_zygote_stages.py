@@ -115,6 +115,26 @@ def test_a_killed_zygote_reports_its_children_lost_and_they_stop() -> None:
         zygote.stop()
 
 
+def test_the_command_signals_a_forked_child_through_its_zygote_never_by_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the zygote, the child's parent, knows whether the pid is still the child's (not reaped, so not
+    reused); the command must not call os.kill on it itself."""
+    queue = ChildQueue()
+    try:
+        child = zygote.fork(_sleep_bound, queue)
+        assert queue.get() == "bound"
+
+        def refuse(pid: int, sig: int) -> None:
+            raise AssertionError(f"the command signalled pid {pid} itself")
+
+        monkeypatch.setattr(os, "kill", refuse)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        child.send_signal(signal.SIGTERM)  # ended and reported: nothing more is sent
+    finally:
+        monkeypatch.undo()
+        queue.close()
+
+
 def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the zygote still imports: the launcher stops a party it asked for but the zygote has not
     forked yet; it must never start, nor hold the command up."""

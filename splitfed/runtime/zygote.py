@@ -294,15 +294,12 @@ class Forked:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        """Signal the child; one not forked yet is never forked (an interrupted start)."""
-        if self.poll() is not None:  # never signal a pid that may have been reused
-            return
-        pid = self.zygote.pids.get(self.ident)
-        if pid is None:
+        """Signal the child; one not forked yet is never forked (an interrupted start).
+
+        Through the zygote, its parent, which signals a child only while it has not reaped it: the
+        command itself could signal a pid that the child had left and another process taken since."""
+        if self.poll() is None:
             self.zygote.cancel(self.ident, sig)
-            return
-        with contextlib.suppress(ProcessLookupError):  # exited, and reaped, since: as subprocess.Popen does
-            os.kill(pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
