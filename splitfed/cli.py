@@ -315,8 +315,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    """SIGTERM: stop as Ctrl-C does, once; a second SIGTERM would break off the cleanup the first one started."""
+    """SIGTERM: stop as Ctrl-C does, once; a second SIGTERM would break off the cleanup the first one started.
+
+    A party forked from the zygote then takes SIGKILL, not the SIGTERM it now ignores, should the zygote
+    die: with the zygote gone, nobody could stop or report it."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from splitfed.runtime import zygote_main
+
+    if zygote_main.ZYGOTE_PID not in (None, os.getpid()):
+        from splitfed.runtime.zygote import bind_to_zygote
+
+        bind_to_zygote(signal.SIGKILL)
     raise Terminated(f"signal {signum}")
 
 

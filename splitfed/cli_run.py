@@ -117,7 +117,10 @@ def plan_via_zygote(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
 
 
 def _end_check(child: Any) -> None:
-    """Give an interrupted check a moment to stop on the signal it got too, then stop it."""
+    """Give an interrupted check a moment to stop on the signal it got too, then stop it. One the zygote had
+    not forked yet got no signal (Ctrl-C while the zygote imports): it is cancelled at once, never forked."""
+    if not child.forked:
+        child.send_signal(signal.SIGINT)
     try:
         child.wait(timeout=CHECK_SETTLE)
     except subprocess.TimeoutExpired:

@@ -127,21 +127,78 @@ def test_the_command_signals_a_forked_child_through_its_zygote_never_by_pid(monk
             raise AssertionError(f"the command signalled pid {pid} itself")
 
         monkeypatch.setattr(os, "kill", refuse)
+        sent = []
+        cancel = zygote._Connection.cancel
+        monkeypatch.setattr(zygote._Connection, "cancel", lambda conn, *a: sent.append(a) or cancel(conn, *a))
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=60) == -signal.SIGTERM
         child.send_signal(signal.SIGTERM)  # ended and reported: nothing more is sent
+        assert sent == [(child.ident, signal.SIGTERM)]
     finally:
         monkeypatch.undo()
         queue.close()
+
+
+def _held_import(folder: Path, hold: Path) -> Path:
+    """A module ``held_import`` in ``folder`` whose import waits until ``hold`` exists; returns the file that
+    its import creates first (the zygote has reached it: every module before it is imported)."""
+    reached = folder / "reached"
+    (folder / "held_import.py").write_text(
+        f"import os, time\nopen({str(reached)!r}, 'w').close()\n"
+        f"while not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
+    )
+    return reached
+
+
+def _until(path: Path, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def _cleans_up_forever(queue: ChildQueue) -> None:
+    """A party (its SIGTERM handler) that got SIGTERM and hangs in the cleanup that started."""
+    from splitfed.cli import _raise_terminated
+    from splitfed.errors import Terminated
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    zygote._bind_to_zygote("sf-test")
+    queue.put("bound")
+    try:
+        time.sleep(120)
+    except Terminated:
+        queue.put("cleaning up")
+        time.sleep(120)
+
+
+def test_a_party_in_its_cleanup_is_killed_should_its_zygote_die() -> None:
+    """After its first SIGTERM a party ignores SIGTERM, the signal a dying zygote sends; with the zygote gone
+    nobody could stop it any more, so it must get SIGKILL instead."""
+    zygote.stop()
+    queue = ChildQueue()
+    pid = None
+    try:
+        child = zygote.fork(_cleans_up_forever, queue)
+        assert queue.get() == "bound"
+        pid = child.pid
+        child.send_signal(signal.SIGTERM)
+        assert queue.get() == "cleaning up"
+        os.kill(zygote.zygote_pid(), signal.SIGKILL)
+        assert _gone(pid, within=30)
+    finally:
+        if pid is not None and not _gone(pid, within=0.1):
+            os.kill(pid, signal.SIGKILL)
+        queue.close()
+        zygote.stop()
 
 
 def test_a_party_signalled_before_its_fork_is_not_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the zygote still imports: the launcher stops a party it asked for but the zygote has not
     forked yet; it must never start, nor hold the command up."""
     hold = tmp_path / "go"
-    (tmp_path / "held_import.py").write_text(
-        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
-    )
+    _held_import(tmp_path, hold)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(zygote, "PRELOAD", [*zygote.PRELOAD, "held_import"])  # the zygote waits in its imports
     zygote.stop()
@@ -164,9 +221,7 @@ def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, mo
     from splitfed.runtime.launcher import Party, _stop
 
     hold = tmp_path / "go"
-    (tmp_path / "held_import.py").write_text(
-        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
-    )
+    reached = _held_import(tmp_path, hold)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(zygote, "PRELOAD", [*zygote.PRELOAD, "held_import"])
     zygote.stop()
@@ -174,6 +229,7 @@ def test_ctrl_c_while_the_zygote_imports_starts_no_party_late(tmp_path: Path, mo
     release = threading.Timer(0.5, hold.touch)
     try:
         party = Party("client-0", zygote.fork(_sleep_bound, queue), tmp_path / "client-0.log")
+        _until(reached)  # the zygote waits in its last import: the party cannot be forked before hold exists
         release.start()
         _stop([party], first=signal.SIGINT, settle=120)
         assert party.proc.returncode == -signal.SIGINT
@@ -224,9 +280,7 @@ def test_the_zygote_forks_nothing_for_a_command_that_has_gone(tmp_path: Path) ->
     """A request and the command's end (EOF) that reach a busy zygote together: it must see both before it
     forks, and fork nothing (no one would watch the child)."""
     hold, made = tmp_path / "go", tmp_path / "forked"
-    (tmp_path / "held_import.py").write_text(
-        f"import os, time\nwhile not os.path.exists({str(hold)!r}):\n    time.sleep(0.01)\n"
-    )
+    _held_import(tmp_path, hold)
     command = textwrap.dedent(
         f"""
         import os, sys, time
@@ -321,3 +375,31 @@ def test_a_child_orphaned_before_it_binds_to_the_zygote_still_stops(tmp_path: Pa
     finally:
         queue.close()
         zygote.stop()
+
+
+class _Check:
+    """A check the launcher waits for; ``forked`` as the zygote last told."""
+
+    def __init__(self, forked: bool) -> None:
+        self.forked, self.signals, self.waits = forked, [], []
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waits.append(timeout)
+        if self.signals:
+            return -self.signals[-1]
+        raise subprocess.TimeoutExpired("check", timeout)
+
+
+def test_an_interrupted_check_not_forked_yet_is_cancelled_at_once() -> None:
+    """Ctrl-C while the zygote imports: the check never got the terminal's SIGINT, so waiting for it to stop
+    on its own would only hold the command up."""
+    from splitfed.cli_run import _end_check
+
+    unforked, forked = _Check(forked=False), _Check(forked=True)
+    _end_check(unforked)
+    _end_check(forked)
+    assert unforked.signals == [signal.SIGINT] and len(unforked.waits) == 1  # cancelled, then reported at once
+    assert forked.signals == [signal.SIGTERM] and len(forked.waits) == 2  # it had the SIGINT: a moment, then SIGTERM

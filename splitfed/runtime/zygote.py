@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import pickle
@@ -211,8 +212,7 @@ def stop(wait: float = STOP_WAIT) -> None:
     our end of its socket ends it once every child it forked has exited; a child still running
     after ``wait`` seconds would hold the command up, so the zygote is then killed (it ignores
     SIGTERM), and its children get SIGTERM through ``PR_SET_PDEATHSIG``. A zygote none of whose
-    children runs any more is killed at once: it only imports, so it has nothing to finish (it
-    may be half way through its imports when a check has failed)."""
+    children runs any more is killed at once: it only imports, so it has nothing to finish."""
     global _zygote
     with _start_lock:
         zygote, _zygote = _zygote, None
@@ -371,21 +371,33 @@ def _bind_to_zygote(title: str) -> None:
 
     The zygote outlives its children unless killed; then its children, orphaned and no longer
     reported to the launcher, stop cleanly instead of running on unseen."""
-    try:
-        import ctypes
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(15, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+        bind_to_zygote(signal.SIGTERM)
 
+
+def bind_to_zygote(sig: int) -> None:
+    """Linux: have this forked child get ``sig`` should the zygote die (``PR_SET_PDEATHSIG``), at once if
+    it has died already (the prctl then comes too late to fire)."""
+    libc = _libc()
+    if libc is None:
+        return
+    libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    from splitfed.runtime import zygote_main
+
+    if zygote_main.ZYGOTE_PID is not None and os.getppid() != zygote_main.ZYGOTE_PID:
+        # the zygote died before the prctl: stop as it would have made us (a SIGTERM is held until the
+        # party's handler is in place, as SIGTERM is blocked until then)
+        os.kill(os.getpid(), sig)
+
+
+def _libc() -> Any:
+    try:
         libc = ctypes.CDLL(None, use_errno=True)
     except (OSError, AttributeError):
-        return
-    if hasattr(libc, "prctl"):
-        libc.prctl(15, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        from splitfed.runtime import zygote_main
-
-        if zygote_main.ZYGOTE_PID is not None and os.getppid() != zygote_main.ZYGOTE_PID:
-            # the zygote died between the fork and the prctl, which then came too late: stop as it would have
-            # made us (held until the party's handler is in place, as SIGTERM is blocked until then)
-            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+    return libc if hasattr(libc, "prctl") else None
 
 
 def run_party(argv: list[str], env: dict[str, str], cwd: str, stdout: str | None, stderr: str | None) -> None:
