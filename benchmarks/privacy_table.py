@@ -114,6 +114,11 @@ PROXY_SETTINGS: dict[str, dict] = {
     "default (mobilenet, cut 1)": {"model": "auto", "cut": 1},
     "privacy strong": {"privacy": "strong"},
     "mobilenet-narrow, int8": {"model": "mobilenet-narrow", "wire_compress": "int8"},
+    "mobilenet, cut 4": {"model": "mobilenet", "cut": 4},
+    **{
+        f"mobilenet, cut 4, noise {sigma}": {"model": "mobilenet", "cut": 4, "dp_clip": 1.0, "dp_noise": sigma}
+        for sigma in (0.02, 0.05, 0.1)
+    },
     **{k: v for k, v in SETTINGS.items() if k.startswith("mobilenet-narrow")},
 }
 
