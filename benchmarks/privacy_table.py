@@ -16,6 +16,16 @@ attacker's images (:func:`posterior_attack`: the decoder's training target, wher
     python benchmarks/privacy_table.py --epochs 30 --only "privacy strong" --reuse --victims 240 \
         --decoders "128x60;256x60;128x120" --out bench/privacy
 
+``--data proxy`` runs the same measurement on the learning-quality proxy instead (README, "Learning quality
+on a proxy": digits drawn into 32x64 canvases under rotation, scale, shift, background and noise, 60 per
+class, ``benchmarks/proxy_quality.py make_proxy``), where the compact cnn falls well behind the default
+mobilenet; the attacker's auxiliary images are drawn the same way from other digits (rows 60 onwards of
+each class) with another seed, and the victims are the run's held-out test rows:
+
+    python benchmarks/privacy_table.py --data proxy --epochs 40 --victims 120 --out bench/privacy-proxy \
+        --only "default (mobilenet, cut 1);privacy strong;mobilenet-narrow, noise 0.18"
+    python benchmarks/privacy_table.py --data proxy --size 64x128 ...     # the eye crops' size
+
 Writes OUT/results.md, OUT/results.json, OUT/recon-<setting>.png (originals above reconstructions)
 and OUT/reconstructions.png (all of them, one above the other).
 """
@@ -33,6 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: the runs use the digits' first RUN_ROWS rows; the attacker holds the rest (597 rows)
 RUN_ROWS = 1200
 SIZE = 32
+#: ``--data proxy``: the runs' images are proxy_quality.py's (make_proxy's seed 1234, the first --per-class
+#: digits of each class); the attacker's are the next --aux-per-class digits of each class, drawn with AUX_SEED
+PROXY_SEED, AUX_SEED = 1234, 4321
 
 
 def _upscaled(rows: slice) -> dict:
@@ -55,6 +68,24 @@ def attacker_digits() -> torch.Tensor:
     return _upscaled(slice(RUN_ROWS, None))["x"]
 
 
+def attacker_labels() -> torch.Tensor:
+    """The labels of :func:`attacker_digits` (for the class-mean baseline)."""
+    return _upscaled(slice(RUN_ROWS, None))["y"]
+
+
+def mobilenet_normed_head(shape: tuple[int, int, int], n_classes: int) -> list:
+    """``mobilenet`` whose head normalises its input (a LayerNorm after the pool): a lead, not a built-in. Clipped
+    to norm 1 and noised, the cut-4 activations reach the server's linear layer tiny, and it learns slowly from
+    them; the LayerNorm puts them back on a unit scale (the server can do that: it is its own half)."""
+    from torch import nn
+
+    from splitfed.models.mobilenet import mobilenet_blocks
+
+    *blocks, (name, head) = mobilenet_blocks(shape, n_classes)
+    pool, flat, linear = list(head)
+    return [*blocks, (name, nn.Sequential(pool, flat, nn.LayerNorm(linear.in_features), linear))]
+
+
 #: name -> settings of splitfed.run; the table's rows
 SETTINGS: dict[str, dict] = {
     "cut 1": {"cut": 1},
@@ -74,6 +105,25 @@ SETTINGS: dict[str, dict] = {
         f"narrow cut 3, noise {sigma}": {"model": "cnn-narrow", "cut": 3, "dp_clip": 1.0, "dp_noise": sigma}
         for sigma in (0.12, 0.15, 0.17, 0.18, 0.19, 0.2, 0.25, 0.3)
     },
+    **{
+        f"mobilenet-narrow, noise {sigma}": {"model": "mobilenet-narrow", "dp_clip": 1.0, "dp_noise": sigma}
+        for sigma in (0.02, 0.05, 0.1, 0.12, 0.15, 0.18, 0.2, 0.25, 0.3)
+    },
+    "mobilenet, cut 4": {"model": "mobilenet", "cut": 4},
+    "mobilenet-narrow, int8": {"model": "mobilenet-narrow", "wire_compress": "int8"},
+    **{
+        f"mobilenet + LayerNorm head, cut 4, noise {sigma}": {
+            "model": f"{Path(__file__).resolve()}:mobilenet_normed_head",
+            "cut": 4,
+            "dp_clip": 1.0,
+            "dp_noise": sigma,
+        }
+        for sigma in (0.05, 0.1)
+    },
+    **{
+        f"mobilenet, cut 4, noise {sigma}": {"model": "mobilenet", "cut": 4, "dp_clip": 1.0, "dp_noise": sigma}
+        for sigma in (0.02, 0.05, 0.1, 0.2)
+    },
     "labels client": {"cut": 1, "labels": "client"},
     "labels client, cut 2": {"cut": 2, "labels": "client"},
     "labels client, 2 head blocks": {"cut": 1, "labels": "client", "head_blocks": 2},
@@ -85,6 +135,46 @@ SETTINGS: dict[str, dict] = {
         "wire_compress": "int8",
     },
 }
+
+
+#: ``--data proxy``: its rows (the first is the default unprotected run: what the issue's 3 points are from)
+PROXY_SETTINGS: dict[str, dict] = {
+    "default (mobilenet, cut 1)": {"model": "auto", "cut": 1},
+    "privacy strong": {"privacy": "strong"},
+    **{k: v for k, v in SETTINGS.items() if k.startswith("mobilenet")},
+}
+
+
+def proxy_data(args: argparse.Namespace) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(the runs' proxy folder, the attacker's images and labels): make_proxy's folders, written once."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from proxy_quality import make_proxy
+
+    from splitfed.data.datasets import load_index
+
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    root = args.out.resolve().parent / "proxy-data"
+    runs = make_proxy(root, per_class=args.per_class, size=size, seed=PROXY_SEED)
+    aux = make_proxy(root, per_class=args.aux_per_class, size=size, seed=AUX_SEED, first=args.per_class)
+    index = load_index(str(aux))
+    aux_x, aux_y = index.load(range(len(index.labels)))
+    return str(runs), aux_x, aux_y
+
+
+def class_mean_ssim(run: Path, aux_x: torch.Tensor, aux_y: torch.Tensor, victims: int) -> float:
+    """SSIM of the mean of the attacker's images of each victim's true class: what knowing the label alone
+    scores (the activations must carry the class, or the server could not classify)."""
+    from splitfed.attack import image_scores
+    from splitfed.config import RunConfig
+    from splitfed.data.shards import client_shard
+
+    config = RunConfig.from_file(run / "config.json")
+    shard = client_shard(config.data, clients=1, client=0, seed=config.seed)
+    victim_x, victim_y = shard.test_x[:victims], shard.test_y[:victims]
+    means = torch.stack([aux_x[aux_y == c].mean(0) for c in range(len(shard.classes))])
+    return image_scores(victim_x, means[victim_y])[0]
 
 
 def _client_side(run: Path, victims: int):
@@ -185,6 +275,7 @@ def train_run(name: str, settings: dict, data: str, args: argparse.Namespace) ->
     return {
         "run": str(out),
         "test_accuracy": result.test_accuracy,
+        "best_test_accuracy": max(r["test_accuracy"] for r in result.metrics),
         "mb_per_round": (s["bytes_sent"] + s["bytes_received"]) / args.epochs / 1e6,
         "train_seconds": time.monotonic() - started,
     }
@@ -202,6 +293,7 @@ def reused_run(out: Path, epochs: int) -> dict:
     return {
         "run": str(out),
         "test_accuracy": result.test_accuracy,
+        "best_test_accuracy": max(r["test_accuracy"] for r in result.metrics),
         "mb_per_round": (s["bytes_sent"] + s["bytes_received"]) / epochs / 1e6,
         "train_seconds": None,
         "reused": True,
@@ -242,20 +334,39 @@ def main() -> None:
         "row each round, in the same order), and trains its decoder on such averages (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data",
+        choices=("digits", "proxy"),
+        default="digits",
+        help="digits: the 8x8 digits upscaled to 32x32 (the README's tables); proxy: proxy_quality.py's harder "
+        "digits in wide canvases, with the default recipe's model as the unprotected row (default %(default)s)",
+    )
+    parser.add_argument("--size", default="32x64", help="--data proxy: HEIGHTxWIDTH of the images")
+    parser.add_argument("--per-class", type=int, default=60, help="--data proxy: the runs' images per class")
+    parser.add_argument(
+        "--aux-per-class", type=int, default=100, help="--data proxy: the attacker's images per class (other digits)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench") / "privacy")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     from splitfed.attack import image_scores, save_figure
 
-    data = f"{Path(__file__).resolve()}:upscaled_digits"
-    aux_x = attacker_digits()
-    names = [n for n in SETTINGS if not args.only or n in args.only.split(";")]
+    settings = SETTINGS if args.data == "digits" else PROXY_SETTINGS
+    if args.data == "digits":
+        data = f"{Path(__file__).resolve()}:upscaled_digits"
+        aux_x, aux_y = attacker_digits(), attacker_labels()
+    else:
+        data, aux_x, aux_y = proxy_data(args)
+    names = [n for n in settings if not args.only or n in args.only.split(";")]
+    unknown = set(args.only.split(";")) - set(settings) if args.only else set()
+    if unknown:
+        raise SystemExit(f"--only: no setting {sorted(unknown)} for --data {args.data}; they are {list(settings)}")
     if args.capacity:
         names = names[:1]
     results = {}
     for name in names:
-        row = train_run(name, SETTINGS[name], data, args)
+        row = train_run(name, settings[name], data, args)
         trials = [(args.width, args.attack_epochs, args.depth)]
         if args.capacity:
             wide, long = (args.width * 2, args.attack_epochs), (args.width, 2 * args.attack_epochs)
@@ -264,6 +375,7 @@ def main() -> None:
         if args.decoders:
             trials = [_decoder(spec, args.depth) for spec in args.decoders.split(";")]
         posterior = posterior_attack(Path(row["run"]), aux_x, args.victims, args.seed, args.sends)
+        class_means = class_mean_ssim(Path(row["run"]), aux_x, aux_y, args.victims)
         print(f"{name}: the posterior mean over the attacker's images scores SSIM {posterior[0]:.3f}", flush=True)
         for width, epochs, depth in trials:
             started = time.monotonic()
@@ -283,6 +395,7 @@ def main() -> None:
                 "ssim_first_64": image_scores(attack.originals[:64], attack.reconstructions[:64])[0],
                 "posterior_mean_ssim": posterior[0],
                 "mean_image_ssim": attack.baseline_ssim,
+                "class_mean_ssim": class_means,
                 "decoder_train_mse": attack.train_mse,
                 "attack_seconds": time.monotonic() - started,
             }
@@ -324,22 +437,30 @@ def _decoders(args: argparse.Namespace) -> str:
 
 
 def write_table(results: dict, args: argparse.Namespace) -> None:
+    if args.data == "digits":
+        data = f"digits upscaled to 32x32 ({RUN_ROWS} rows, 80/20 split, seed {args.seed}); attacker: the other "
+        data += f"{1797 - RUN_ROWS} rows"
+    else:
+        data = (
+            f"the proxy ({args.size}, {args.per_class} per class, 80/20 split, seed {args.seed}, --augment auto); "
+            f"attacker: {args.aux_per_class} other digits per class drawn the same way"
+        )
     lines = [
-        f"SFLv1, 2 clients, {args.epochs} rounds on digits upscaled to 32x32 ({RUN_ROWS} rows, 80/20 split, "
-        f"seed {args.seed}); attacker: the other {1797 - RUN_ROWS} rows, {_decoders(args)}, rebuilding "
+        f"SFLv1, 2 clients, {args.epochs} rounds on {data}, {_decoders(args)}, rebuilding "
         f"{args.victims} held-out test images" + (f", {args.sends} sends of each averaged." if args.sends > 1 else "."),
         "",
-        "| setting | test accuracy | MB per round | SSIM | PSNR (dB) | mean-image SSIM | label attack (first / last "
-        "round; chance 0.1) |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | test accuracy (best round) | MB per round | posterior-mean SSIM | decoder SSIM | PSNR (dB) "
+        "| mean-image SSIM | class-mean SSIM | label attack (first / last round; chance 0.1) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         labels = "1 (labels sent)"
         if "label_attack_shuffled" in r:
             labels = f"{r['label_attack_first']:.3f} / {r['label_attack_last']:.3f}"
         lines.append(
-            f"| {name} | {r['test_accuracy']:.3f} | {r['mb_per_round']:.2f} | {r['ssim']:.3f} | {r['psnr']:.1f} "
-            f"| {r['mean_image_ssim']:.3f} | {labels} |"
+            f"| {name} | {r['test_accuracy']:.3f} ({r['best_test_accuracy']:.3f}) | {r['mb_per_round']:.2f} "
+            f"| {r['posterior_mean_ssim']:.3f} | {r['ssim']:.3f} | {r['psnr']:.1f} | {r['mean_image_ssim']:.3f} "
+            f"| {r['class_mean_ssim']:.3f} | {labels} |"
         )
     table = "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)

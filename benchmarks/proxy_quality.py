@@ -41,20 +41,24 @@ PROTOCOLS = ("centralized", "sflv1", "sflv2", "fedsl", "pyvertical")
 WHOLE_EXAMPLES = ("centralized", "sflv1", "sflv2")  # augmentation and --model apply to these
 
 
-def make_proxy(root: Path, *, per_class: int, size: tuple[int, int], seed: int) -> Path:
-    """Write the proxy image folder (ROOT/<digit>/<n>.png) once; return its path."""
+def make_proxy(root: Path, *, per_class: int, size: tuple[int, int], seed: int, first: int = 0) -> Path:
+    """Write the proxy image folder (ROOT/<digit>/<n>.png) once; return its path. It draws each class's
+    digits ``first`` to ``first + per_class - 1`` (so ``first=60`` gives rows disjoint from the default
+    60 per class: an attacker's auxiliary sample)."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     height, width = size
-    folder = root / f"digits-{height}x{width}-{per_class}"
+    folder = root / (f"digits-{height}x{width}-{per_class}" + (f"-from{first}-seed{seed}" if first else ""))
     if (folder / "done").exists():
         return folder
     rng = np.random.default_rng(seed)
     digits = load_digits()
     for label in range(10):
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
-        rows = np.flatnonzero(digits.target == label)[:per_class]
+        rows = np.flatnonzero(digits.target == label)[first : first + per_class]
+        if len(rows) < per_class:
+            raise SystemExit(f"digit {label} has only {len(rows)} rows from row {first}: ask for fewer per class")
         for n, row in enumerate(rows):
             glyph = Image.fromarray((digits.images[row] / 16.0 * 255).astype(np.uint8)).resize((48, 48), Image.BICUBIC)
             glyph = glyph.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR)

@@ -105,7 +105,8 @@ def _training_flags(p: argparse.ArgumentParser, spec: Declared | None) -> None:
             help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
             "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; cnn-narrow: cnn with an 8-channel waist "
             "at the end of its third block (default cut 3; --privacy strong); "
-            "mobilenet: 5-block depthwise-separable net; "
+            "mobilenet: 5-block depthwise-separable net; mobilenet-narrow: mobilenet whose last stage ends in a "
+            "pool to at most 4x4 and an 8-channel waist, with a small MLP head (default cut 4, after the waist); "
             "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
             "to the input's channels (all but resnet18 use GroupNorm); "
             "or a factory of your own, package.module:factory or path/to/file.py:factory, "
@@ -118,9 +119,9 @@ def _training_flags(p: argparse.ArgumentParser, spec: Declared | None) -> None:
             type=int,
             default=None,
             help="number of model blocks on the client side: 1 up to the model's blocks less one (cnn and "
-            "cnn-narrow 4 blocks, cnn-deep, mobilenet and resnet10 5, resnet18 6); default 1 (the first conv block "
-            "or stem), cnn-narrow 3 (at its waist), resnet18 2 (after the first residual stage, as in SplitFed), "
-            "a factory its default_cut",
+            "cnn-narrow 4 blocks, cnn-deep, mobilenet, mobilenet-narrow and resnet10 5, resnet18 6); default 1 (the "
+            "first conv block or stem), cnn-narrow 3 and mobilenet-narrow 4 (at the waist), resnet18 2 (after the "
+            "first residual stage, as in SplitFed), a factory its default_cut",
         )
     g.add_argument(
         "--seed",

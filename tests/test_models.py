@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from splitfed.errors import ConfigError
-from splitfed.models import MODELS, architecture, build_model, check_cut, resolve_cut, split_model
+from splitfed.models import MODELS, architecture, build_model, check_cut, default_cut, resolve_cut, split_model
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,8 @@ from splitfed.models import MODELS, architecture, build_model, check_cut, resolv
         ("cnn-deep", (1, 32, 64)),
         ("cnn-narrow", (1, 32, 32)),
         ("mobilenet", (1, 32, 64)),
+        ("mobilenet-narrow", (1, 32, 64)),
+        ("mobilenet-narrow", (1, 64, 128)),
         ("resnet10", (1, 32, 64)),
         ("resnet10", (3, 16, 16)),
     ],
@@ -72,3 +74,20 @@ def test_built_in_models_draw_nothing_at_random_while_training(name: str) -> Non
     resumed run could not replay the masks, so same seed, same numbers would not hold."""
     model = build_model(name, (1, 16, 32), 7, seed=0)
     assert not [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "sent"),
+    [
+        ("cnn-narrow", (1, 32, 32), (8, 4, 4)),
+        ("cnn-narrow", (1, 64, 128), (8, 4, 4)),
+        ("mobilenet-narrow", (1, 32, 32), (8, 2, 2)),
+        ("mobilenet-narrow", (1, 32, 64), (8, 2, 4)),
+        ("mobilenet-narrow", (1, 64, 128), (8, 4, 4)),
+        ("mobilenet-narrow", (1, 96, 96), (8, 4, 4)),
+    ],
+)
+def test_narrow_models_send_their_waist_at_their_default_cut(name: str, shape: tuple, sent: tuple) -> None:
+    """What --privacy strong's noise is sized for: at most 8 x 4 x 4 numbers per example leave the client."""
+    client, _ = split_model(build_model(name, shape, 7, seed=0), default_cut(name))
+    assert tuple(client(torch.zeros(2, *shape)).shape) == (2, *sent)

@@ -1,7 +1,7 @@
 """Models as ordered blocks, and the cut that splits them into a client and a server half.
 
 ``--model`` names a built-in (``auto``, ``cnn``, ``cnn-deep``, ``cnn-narrow``, ``mobilenet``,
-``resnet10``, ``resnet18``) or a factory of the user's own by
+``mobilenet-narrow``, ``resnet10``, ``resnet18``) or a factory of the user's own by
 import path (``package.module:factory`` or ``path/to/file.py:factory``, see
 :mod:`splitfed.imports`). A factory is called as ``factory(shape, n_classes)`` with the
 input shape of one example (e.g. ``(1, 64, 128)`` or ``(30,)``) and returns the model
@@ -29,7 +29,7 @@ from splitfed.errors import ConfigError
 from splitfed.imports import is_import_path, load_object
 from splitfed.models.cnn import compact_cnn, deep_cnn, narrow_cnn
 from splitfed.models.init import seeded
-from splitfed.models.mobilenet import mobilenet_blocks
+from splitfed.models.mobilenet import mobilenet_blocks, mobilenet_narrow
 from splitfed.models.resnet import resnet18_blocks
 from splitfed.models.small_resnet import small_resnet_blocks
 
@@ -41,6 +41,7 @@ MODELS: dict[str, tuple[Builder, int]] = {
     "cnn-deep": (deep_cnn, 1),
     "cnn-narrow": (narrow_cnn, 3),
     "mobilenet": (mobilenet_blocks, 1),
+    "mobilenet-narrow": (mobilenet_narrow, 4),
     "resnet10": (small_resnet_blocks, 1),
     "resnet18": (resnet18_blocks, 2),
 }

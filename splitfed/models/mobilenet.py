@@ -40,3 +40,33 @@ def mobilenet_blocks(shape: tuple[int, int, int], n_classes: int, width: int = 3
             nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * width, n_classes)),
         ),
     ]
+
+
+def mobilenet_narrow(
+    shape: tuple[int, int, int], n_classes: int, width: int = 32, waist: int = 8
+) -> list[tuple[str, nn.Module]]:
+    """``mobilenet`` with a waist: its last stage ends in an average pool to at most 4x4 and a 1x1
+    convolution down to ``waist`` channels, and the head is a small MLP on those numbers.
+
+    Built for ``--privacy strong`` at its default cut 4 (after the waist): what leaves the client is at
+    most ``waist`` x 4 x 4 numbers per example (128 from 64x128 crops, 64 from 32x64), where ``mobilenet``
+    at its default cut sends ``width`` channels at half the input's resolution (65,536 from 64x128).
+    """
+    blocks = dict(mobilenet_blocks(shape, n_classes, width))
+    h, w = shape[1], shape[2]
+    for _ in range(4):  # the stem and three stages each halve the resolution (stride 2, padding 1)
+        h, w = (h + 1) // 2, (w + 1) // 2
+    out_h, out_w = min(4, h), min(4, w)
+    return [
+        ("stem", blocks["stem"]),
+        ("stage1", blocks["stage1"]),
+        ("stage2", blocks["stage2"]),
+        (
+            "stage3",
+            nn.Sequential(*blocks["stage3"], nn.AdaptiveAvgPool2d((out_h, out_w)), nn.Conv2d(8 * width, waist, 1)),
+        ),
+        (
+            "head",
+            nn.Sequential(nn.Flatten(), nn.Linear(waist * out_h * out_w, 128), nn.ReLU(), nn.Linear(128, n_classes)),
+        ),
+    ]
