@@ -18,8 +18,8 @@ import torch
 from splitfed import lazy_dynamo
 from splitfed.optim import make_optimizer
 
-#: optimizers and settings the equivalence runs step, in a fresh process each (once anything imports
-#: torch._dynamo, splitfed's step hands over to torch's own and would only be compared with itself)
+#: optimizers and settings the equivalence runs step, all in one fresh process per side (once anything
+#: imports torch._dynamo, splitfed's step hands over to torch's own and would only be compared with itself)
 CASES = {
     "sgd-nesterov": ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     "sgd-loop": ("SGD", {"lr": 0.05, "momentum": 0.5, "foreach": False}),
@@ -31,64 +31,74 @@ CASES = {
 STEPS = textwrap.dedent(
     """
     import sys, torch
-    which, name, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    cls_name, kwargs = {cases}[name]
-    cls = getattr(torch.optim, cls_name)
+    which, out = sys.argv[1], sys.argv[2]
     if which == "ours":
         from splitfed import lazy_dynamo
         lazy_dynamo.defer()
-        cls = lazy_dynamo.eager(cls)
-    gen = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen))
-    opt = cls(model.parameters(), **kwargs)
-    calls = []
-    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
-    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
-    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    losses = []
-    for i in range(6):
-        x = torch.randn(8, 5, generator=gen)
 
-        def closure():
-            calls.append(torch.is_grad_enabled())  # on, inside the step's no-grad
-            opt.zero_grad()
-            loss = model(x).square().mean()
-            loss.backward()
-            return loss
+    def steps(cls_name, kwargs):
+        cls = getattr(torch.optim, cls_name)
+        if which == "ours":
+            cls = lazy_dynamo.eager(cls)
+        gen = torch.Generator().manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        opt = cls(model.parameters(), **kwargs)
+        calls = []
+        opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+        opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+        schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        losses = []
+        for i in range(6):
+            x = torch.randn(8, 5, generator=gen)
 
-        losses.append(opt.step(closure).item())
-        calls.append(torch.is_grad_enabled())  # on again after it
-        schedule.step()
-        if i == 2:  # a round trip through the state dict, as a checkpoint takes
-            state = opt.state_dict()
-            opt = cls(model.parameters(), **kwargs)
-            opt.load_state_dict(state)
-            opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
-            opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
-            schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5, last_epoch=i)
-    dynamo = "torch._dynamo" in sys.modules
-    torch.save({{"params": list(model.parameters()), "state": opt.state_dict(), "losses": losses,
-                "calls": calls, "type": type(opt).__name__}}, out)
-    print(dynamo)
+            def closure():
+                calls.append(torch.is_grad_enabled())  # on, inside the step's no-grad
+                opt.zero_grad()
+                loss = model(x).square().mean()
+                loss.backward()
+                return loss
+
+            losses.append(opt.step(closure).item())
+            calls.append(torch.is_grad_enabled())  # on again after it
+            schedule.step()
+            if i == 2:  # a round trip through the state dict, as a checkpoint takes
+                state = opt.state_dict()
+                opt = cls(model.parameters(), **kwargs)
+                opt.load_state_dict(state)
+                opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+                opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+                schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5, last_epoch=i)
+        return {{"params": list(model.parameters()), "state": opt.state_dict(), "losses": losses, "calls": calls,
+                "type": type(opt).__name__}}
+
+    results = {{name: steps(*case) for name, case in {cases}.items()}}
+    torch.save({{"cases": results, "dynamo": "torch._dynamo" in sys.modules}}, out)
     """
 ).format(cases=repr(CASES))
 
 
-def _steps_of(which: str, name: str, out) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", STEPS, which, name, str(out)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    return {"dynamo": done.stdout.split()[-1] == "True", **torch.load(out)}
+@pytest.fixture(scope="module")
+def stepped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every case stepped by splitfed's optimizers in one fresh process, and by torch's in another."""
+    folder = tmp_path_factory.mktemp("steps")
+    found = {}
+    for which in ("ours", "torch"):
+        out = folder / f"{which}.pt"
+        done = subprocess.run(
+            [sys.executable, "-c", STEPS, which, str(out)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        found[which] = torch.load(out)
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_each_optimizer_steps_exactly_as_torchs_without_importing_torch_dynamo(name: str, tmp_path) -> None:
-    ours, theirs = _steps_of("ours", name, tmp_path / "ours.pt"), _steps_of("torch", name, tmp_path / "torch.pt")
-    assert not ours["dynamo"] and theirs["dynamo"]  # splitfed's own step ran, beside torch's
+def test_each_optimizer_steps_exactly_as_torchs_without_importing_torch_dynamo(name: str, stepped: dict) -> None:
+    assert not stepped["ours"]["dynamo"] and stepped["torch"]["dynamo"]  # splitfed's own step ran, beside torch's
+    ours, theirs = stepped["ours"]["cases"][name], stepped["torch"]["cases"][name]
     assert ours["type"] == "Eager" + CASES[name][0] and theirs["type"] == CASES[name][0]
     assert ours["losses"] == theirs["losses"] and ours["calls"] == theirs["calls"]
     assert ours["calls"] == ["pre", True, "post", True] * 6  # each hook once per step, gradients on in the closure
