@@ -282,3 +282,33 @@ def test_a_late_client_still_joins(splitfed_cmd, start_server) -> None:
     client = run([*splitfed_cmd, "client", "--server", address, "--name", "late", "--shard", "auto"])
     assert client.returncode == 0, client.stderr
     assert server.wait(60) == 0
+
+
+class _Exited:
+    """A party's process that has exited with ``returncode``."""
+
+    def __init__(self, returncode: int, pid: int) -> None:
+        self.returncode, self.pid = returncode, pid
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+
+def test_a_killed_client_is_named_even_when_the_server_failed_on_losing_it(tmp_path: Path) -> None:
+    """The launcher may learn both exits at once (the server noticed the lost client before the launcher's
+    next look); the killed client is the cause, not the server's 'lost client-1'."""
+    from splitfed.errors import PartyFailedError
+    from splitfed.runtime.launcher import Party, _watch
+
+    parties = [
+        Party("server", _Exited(1, 101), tmp_path / "server.log", started=time.time() - 60),
+        Party("client-0", _Exited(0, 102), tmp_path / "client-0.log"),
+        Party("client-1", _Exited(-signal.SIGKILL, 103), tmp_path / "client-1.log"),
+    ]
+    error = "sflv1 server: lost client-1: not connected (it exited or never joined)"
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "failed", "error": error}))  # this launch's
+    with pytest.raises(PartyFailedError, match="client-1 .*SIGKILL"):
+        _watch(parties, tmp_path)

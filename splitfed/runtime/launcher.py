@@ -233,9 +233,10 @@ def _watch(parties: list[Party], out: Path, spare_clients: bool = False, timeout
     server_done_at: float | None = None
     lost: set[str] = set()
     while True:
-        for p in parties:
-            if p.proc.poll() in (None, 0) or p.name in lost:
-                continue
+        failing = [p for p in parties if p.proc.poll() not in (None, 0) and p.name not in lost]
+        # a party killed by a signal is the cause of whatever failed with it (a server that then lost that
+        # client, say), whichever exit was seen first
+        for p in sorted(failing, key=lambda p: (p.proc.returncode >= 0, parties.index(p))):
             if not spare_clients or p is server:
                 raise _failure(parties, p, out)
             lost.add(p.name)
@@ -269,7 +270,8 @@ def _failure(parties: list[Party], failed: Party, out: Path) -> SplitFedError:
         except subprocess.TimeoutExpired:
             pass
     _stop([q for q in parties if q is not failed])
-    error = _summary_error(out, server.started) if server.proc.returncode not in (None, 0) else None
+    killed = failed.proc.returncode < 0  # the cause: what the server wrote is its consequence ("lost client-1")
+    error = _summary_error(out, server.started) if server.proc.returncode not in (None, 0) and not killed else None
     return SplitFedError(error) if error else PartyFailedError(failed.name, failed.describe_exit())
 
 
