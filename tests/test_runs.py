@@ -312,3 +312,28 @@ def test_a_killed_client_is_named_even_when_the_server_failed_on_losing_it(tmp_p
     (tmp_path / "summary.json").write_text(json.dumps({"status": "failed", "error": error}))  # this launch's
     with pytest.raises(PartyFailedError, match="client-1 .*SIGKILL"):
         _watch(parties, tmp_path)
+
+
+def test_a_rounds_records_are_written_whole_when_a_signal_comes_in_between() -> None:
+    """Ctrl-C between the metrics row and the summary left summary.json saying 0 rounds beside a metrics.jsonl
+    with round 1 (CI saw it once); the server holds SIGINT and SIGTERM while it writes them."""
+    from splitfed.runtime.server import signals_after
+
+    class Stop(Exception):
+        pass
+
+    def stop(number: int, frame: object) -> None:
+        raise Stop(number)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    written = []
+    try:
+        with pytest.raises(Stop):
+            with signals_after():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # where the signal's handler would otherwise have run
+                written.append("metrics row, round count, summary")
+        assert written == ["metrics row, round count, summary"]
+        assert signal.getsignal(signal.SIGTERM) is stop  # as it was before the block
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +233,13 @@ class _ServerRun:
         if val is not None:
             row.update(val_loss=val.tally.loss, val_accuracy=val.tally.accuracy)
         self.sent_before = (link.stats.bytes_received, link.stats.bytes_sent)
-        writer.append_metrics(row)
-        self.state.update(rounds_done=rnd, last_test=test, last_train=train)
-        improved = val is not None and self._track_best(rnd, row)
-        stop = rnd == config.epochs or self._stops_early(rnd)
-        summary = self._summary()
-        writer.write_summary(summary)
+        with signals_after():  # a Ctrl-C here would leave metrics.jsonl a round ahead of summary.json
+            writer.append_metrics(row)
+            self.state.update(rounds_done=rnd, last_test=test, last_train=train)
+            improved = val is not None and self._track_best(rnd, row)
+            stop = rnd == config.epochs or self._stops_early(rnd)
+            summary = self._summary()
+            writer.write_summary(summary)
         keep = bool(config.checkpoint_every) and (rnd % config.checkpoint_every == 0 or stop)
         if improved or keep:
             state = {"round": rnd, "config": config.to_dict(), **role.checkpoint()}
@@ -338,6 +341,25 @@ def load_checkpoint(out: Path, config: RunConfig, spec: Any) -> dict[str, Any]:
     if checkpoint["round"] >= config.epochs:
         raise ConfigError(f"{out} already has {checkpoint['round']} round(s); pass a larger --epochs to train further")
     return checkpoint
+
+
+@contextlib.contextmanager
+def signals_after() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on them as before: a round's records
+    (its metrics row, the round count, the summary) are written together or not at all. Only the main
+    thread receives signals, so elsewhere (parties run as threads) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kept = {sig: signal.signal(sig, lambda number, _: held.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)  # through the handler it was held from
 
 
 def _hold_signals() -> None:
