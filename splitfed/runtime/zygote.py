@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
+import functools
 import json
 import os
 import pickle
@@ -373,6 +373,8 @@ def _bind_to_zygote(title: str) -> None:
     reported to the launcher, stop cleanly instead of running on unseen."""
     libc = _libc()
     if libc is not None:
+        import ctypes
+
         libc.prctl(15, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
         bind_to_zygote(signal.SIGTERM)
 
@@ -392,8 +394,12 @@ def bind_to_zygote(sig: int) -> None:
         os.kill(os.getpid(), sig)
 
 
+@functools.cache
 def _libc() -> Any:
+    """This process's C library, for ``prctl`` (None where it has none); ctypes only once a child needs it."""
     try:
+        import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
     except (OSError, AttributeError):
         return None
