@@ -12,6 +12,11 @@ least one) until the activations' resolution reaches the image's, a resize to th
 and a last convolution, with ``width`` channels throughout. ``depth`` adds that many 3x3
 convolutions (with ReLU) after the first convolution and after every transposed one: a deeper
 decoder for the same width (``depth=0``, the default, is the shallow one above).
+
+Activations with no spatial extent left (a vector per example, or a 1x1 map: a pooled waist
+such as ``mobilenet-private``'s) start instead with a linear layer from all of their numbers to
+a ``width``-channel map at an eighth of the image's resolution, so every number can shape every
+pixel; the transposed convolutions go on from there.
 """
 
 from __future__ import annotations
@@ -31,24 +36,37 @@ from splitfed.optim import make_optimizer
 
 
 class Decoder(nn.Module):
-    """Activations (C, h, w) back to images (channels, H, W)."""
+    """Activations (C, h, w), or (N,) per example, back to images (channels, H, W)."""
 
     def __init__(
         self, acts_shape: tuple[int, ...], image_shape: tuple[int, ...], width: int = 64, depth: int = 0
     ) -> None:
         super().__init__()
-        if len(acts_shape) != 3 or len(image_shape) != 3:
-            raise ConfigError(f"the attack decodes image-shaped activations, got {acts_shape} -> {image_shape}")
+        if len(acts_shape) not in (1, 3) or len(image_shape) != 3:
+            raise ConfigError(
+                f"the attack decodes activations shaped (C, h, w) or (N,) back to images (C, H, W), "
+                f"got {acts_shape} -> {image_shape}"
+            )
         if width < 1 or depth < 0:
             raise ConfigError(f"the decoder needs a width >= 1 and a depth >= 0: got width {width}, depth {depth}")
-        channels, h, w = acts_shape
         self.size = tuple(image_shape[1:])
-        ups = max(1, math.ceil(math.log2(max(self.size[0] / h, self.size[1] / w))))
 
         def extra() -> list[nn.Module]:  # the --depth convolutions after the first layer and each upsampling
             return [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
 
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *extra()]
+        if len(acts_shape) == 3 and acts_shape[1] * acts_shape[2] > 1:
+            channels, h, w = acts_shape
+            layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *extra()]
+        else:  # nothing spatial left: a linear layer draws the first map, at an eighth of the image's size
+            h, w = (max(1, math.ceil(side / 8)) for side in self.size)
+            layers = [
+                nn.Flatten(),
+                nn.Linear(math.prod(acts_shape), width * h * w),
+                nn.Unflatten(1, (width, h, w)),
+                nn.ReLU(),
+                *extra(),
+            ]
+        ups = max(1, math.ceil(math.log2(max(self.size[0] / h, self.size[1] / w))))
         for _ in range(ups):
             layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(), *extra()]
         self.body = nn.Sequential(*layers)

@@ -40,6 +40,29 @@ def test_the_decoder_reaches_the_image_size_from_every_cut() -> None:
         assert Decoder(tuple(acts.shape[1:]), (1, 32, 64), width=8)(acts).shape == x.shape
 
 
+def test_the_decoder_takes_a_vector_or_a_1x1_map_and_can_learn_from_it() -> None:
+    """A pooled waist leaves nothing spatial: the decoder starts with a linear layer from every number, so an
+    attacker facing a vector is not handicapped by a 3x3 convolution over a 1x1 map."""
+    for acts in ((16,), (16, 1, 1)):
+        decoder = Decoder(acts, (1, 64, 128), width=8, depth=1)
+        assert isinstance(decoder.body[1], torch.nn.Linear) and decoder.body[1].in_features == 16
+        assert decoder(torch.zeros(3, *acts)).shape == (3, 1, 64, 128)
+    # an image that is a linear function of a 16-number code comes back from the code
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.nn.functional.interpolate(torch.randn(16, 1, 4, 4, generator=gen), size=(16, 16), mode="bilinear")
+    codes = torch.randn(600, 16, generator=gen)
+    images = torch.einsum("nk,kchw->nchw", codes, basis).tanh()
+    from splitfed.attack import image_scores, train_decoder
+
+    decoder, _ = train_decoder(codes[:500], images[:500], width=16, epochs=30, seed=0)
+    with torch.no_grad():
+        ssim, _ = image_scores(images[500:], decoder(codes[500:]))
+    mean_only, _ = image_scores(images[500:], images[:500].mean(0, keepdim=True).expand(100, -1, -1, -1))
+    assert ssim > 0.6 and ssim > mean_only + 0.5, (ssim, mean_only)
+    with pytest.raises(ConfigError, match=r"\(C, h, w\) or \(N,\)"):
+        Decoder((4, 4), (1, 32, 32))
+
+
 def test_a_deeper_decoder_adds_convolutions_and_the_default_stays_shallow() -> None:
     acts, image = (8, 4, 4), (1, 32, 32)
     shallow, deeper = Decoder(acts, image, width=16), Decoder(acts, image, width=16, depth=2)
