@@ -21,6 +21,8 @@ from splitfed.models import MODELS, architecture, build_model, check_cut, defaul
         ("mobilenet", (1, 32, 64)),
         ("mobilenet-narrow", (1, 32, 64)),
         ("mobilenet-narrow", (1, 64, 128)),
+        ("mobilenet-private", (1, 32, 64)),
+        ("mobilenet-private", (1, 64, 128)),
         ("resnet10", (1, 32, 64)),
         ("resnet10", (3, 16, 16)),
     ],
@@ -85,9 +87,16 @@ def test_built_in_models_draw_nothing_at_random_while_training(name: str) -> Non
         ("mobilenet-narrow", (1, 32, 64), (8, 2, 4)),
         ("mobilenet-narrow", (1, 64, 128), (8, 4, 4)),
         ("mobilenet-narrow", (1, 96, 96), (8, 4, 4)),
+        ("mobilenet-private", (1, 8, 8), (256,)),
+        ("mobilenet-private", (1, 64, 128), (256,)),
     ],
 )
 def test_narrow_models_send_their_waist_at_their_default_cut(name: str, shape: tuple, sent: tuple) -> None:
-    """What --privacy strong's noise is sized for: at most 8 x 4 x 4 numbers per example leave the client."""
+    """What a defence's noise is sized for: at most 8 x 4 x 4 numbers per example leave the client (256 from
+    mobilenet-private's pool, --privacy strong's, each example centred and scaled alike at any input size)."""
     client, _ = split_model(build_model(name, shape, 7, seed=0), default_cut(name))
-    assert tuple(client(torch.zeros(2, *shape)).shape) == (2, *sent)
+    sent_now = client(torch.randn(2, *shape))
+    assert tuple(sent_now.shape) == (2, *sent)
+    if name == "mobilenet-private":
+        assert torch.allclose(sent_now.mean(1), torch.zeros(2), atol=1e-5)
+        assert torch.allclose(sent_now.norm(dim=1), torch.full((2,), 256**0.5), atol=1e-2)

@@ -1,7 +1,7 @@
 """Models as ordered blocks, and the cut that splits them into a client and a server half.
 
 ``--model`` names a built-in (``auto``, ``cnn``, ``cnn-deep``, ``cnn-narrow``, ``mobilenet``,
-``mobilenet-narrow``, ``resnet10``, ``resnet18``) or a factory of the user's own by
+``mobilenet-narrow``, ``mobilenet-private``, ``resnet10``, ``resnet18``) or a factory of the user's own by
 import path (``package.module:factory`` or ``path/to/file.py:factory``, see
 :mod:`splitfed.imports`). A factory is called as ``factory(shape, n_classes)`` with the
 input shape of one example (e.g. ``(1, 64, 128)`` or ``(30,)``) and returns the model
@@ -29,7 +29,7 @@ from splitfed.errors import ConfigError
 from splitfed.imports import is_import_path, load_object
 from splitfed.models.cnn import compact_cnn, deep_cnn, narrow_cnn
 from splitfed.models.init import seeded
-from splitfed.models.mobilenet import mobilenet_blocks, mobilenet_narrow
+from splitfed.models.mobilenet import mobilenet_blocks, mobilenet_narrow, mobilenet_private
 from splitfed.models.resnet import resnet18_blocks
 from splitfed.models.small_resnet import small_resnet_blocks
 
@@ -42,6 +42,7 @@ MODELS: dict[str, tuple[Builder, int]] = {
     "cnn-narrow": (narrow_cnn, 3),
     "mobilenet": (mobilenet_blocks, 1),
     "mobilenet-narrow": (mobilenet_narrow, 4),
+    "mobilenet-private": (mobilenet_private, 5),
     "resnet10": (small_resnet_blocks, 1),
     "resnet18": (resnet18_blocks, 2),
 }
@@ -192,18 +193,27 @@ def split_three(model: nn.Sequential, cut: int, head: int) -> tuple[nn.Sequentia
 
 
 def check_head(name: str, cut: int, head: int, shape: tuple[int, ...], n_classes: int) -> None:
-    """``--head-blocks`` leaves the server at least one block between the client's front and head."""
+    """``--head-blocks`` leaves the server at least one block between the client's front and head, and
+    weights in those blocks to train (an optimizer over none fails, and it would fail only once training began)."""
     name = architecture(name, shape)
     if name in MODELS:
         with torch.device("meta"):
-            blocks = [b for b, _ in _built_in(name, MODELS[name][0], shape, n_classes)]
+            pairs = list(_built_in(name, MODELS[name][0], shape, n_classes))
     else:
-        blocks = list(build_model(name, shape, n_classes, seed=0)._modules)
+        pairs = list(build_model(name, shape, n_classes, seed=0)._modules.items())
+    blocks = [b for b, _ in pairs]
     if head < 1 or cut + head >= len(blocks):
         raise ConfigError(
             f"--head-blocks {head} with --cut {cut} leaves the server no block of {name} ({blocks}): "
             f"with --labels client the client keeps the first --cut blocks and the last --head-blocks, "
             f"so cut + head-blocks must be at most {len(blocks) - 1}"
+        )
+    middle = pairs[cut : len(pairs) - head]
+    if not any(p.requires_grad for _, block in middle for p in block.parameters()):
+        raise ConfigError(
+            f"--cut {cut} with --head-blocks {head} leaves the server only {[b for b, _ in middle]} of {name}, "
+            f"which has no weights to train: lower --cut (at most {cut - 1}) so that the server runs a block "
+            "with weights"
         )
 
 

@@ -70,3 +70,24 @@ def mobilenet_narrow(
             nn.Sequential(nn.Flatten(), nn.Linear(waist * out_h * out_w, 128), nn.ReLU(), nn.Linear(128, n_classes)),
         ),
     ]
+
+
+def mobilenet_private(shape: tuple[int, int, int], n_classes: int, width: int = 32) -> list[tuple[str, nn.Module]]:
+    """``mobilenet`` whose client half can end after the pool: six blocks, the fifth the global average pool
+    and a LayerNorm without weights, the sixth the server's head (a LayerNorm, then the linear classifier).
+
+    Built for ``--privacy strong`` at its default cut 5: what leaves the client is ``8 x width`` numbers per
+    example (256) at any input size, with nothing spatial left, each example centred and scaled alike so
+    that ``--dp-clip`` brings every one to the same norm and ``--dp-noise`` drowns the same share of each.
+    Without a defence it computes what ``mobilenet`` computes but for the two LayerNorms.
+    """
+    blocks = dict(mobilenet_blocks(shape, n_classes, width))
+    pool, flat, linear = list(blocks["head"])
+    return [
+        ("stem", blocks["stem"]),
+        ("stage1", blocks["stage1"]),
+        ("stage2", blocks["stage2"]),
+        ("stage3", blocks["stage3"]),
+        ("pool", nn.Sequential(pool, flat, nn.LayerNorm(linear.in_features, elementwise_affine=False))),
+        ("head", nn.Sequential(nn.LayerNorm(linear.in_features), linear)),
+    ]
