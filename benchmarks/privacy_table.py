@@ -102,6 +102,11 @@ SETTINGS: dict[str, dict] = {
     "cut 1, nopeek 2": {"cut": 1, "nopeek": 2.0},
     "privacy strong": {"privacy": "strong"},
     **{
+        f"mobilenet-private, noise {sigma}": {"model": "mobilenet-private", "dp_clip": 1.0, "dp_noise": sigma}
+        for sigma in (0.05, 0.1, 0.15, 0.2)
+    },
+    "mobilenet-private, no defence": {"model": "mobilenet-private"},
+    **{
         f"narrow cut 3, noise {sigma}": {"model": "cnn-narrow", "cut": 3, "dp_clip": 1.0, "dp_noise": sigma}
         for sigma in (0.12, 0.15, 0.17, 0.18, 0.19, 0.2, 0.25, 0.3)
     },
@@ -141,6 +146,7 @@ SETTINGS: dict[str, dict] = {
 PROXY_SETTINGS: dict[str, dict] = {
     "default (mobilenet, cut 1)": {"model": "auto", "cut": 1},
     "privacy strong": {"privacy": "strong"},
+    "the previous preset (narrow cut 3, noise 0.18)": SETTINGS["narrow cut 3, noise 0.18"],
     **{k: v for k, v in SETTINGS.items() if k.startswith("mobilenet")},
 }
 

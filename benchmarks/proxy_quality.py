@@ -17,6 +17,9 @@ Each configuration adds one piece of the recipe to the one before:
 
     python benchmarks/proxy_quality.py --epochs 15 --out bench/proxy
 
+``--variants "sflv1" "sflv1 privacy=strong" --seeds 0,1,2,3,4`` compares protocol settings instead, averaged
+over seeds (how the README's privacy section measured what ``--privacy strong`` costs).
+
 ``--models cnn,cnn-deep,mobilenet,resnet10`` runs the candidate models instead, each with
 the augmentation and nothing else of the recipe, and tabulates final and best test accuracy,
 training accuracy, seconds per round and parameters (the comparison behind the default
@@ -131,7 +134,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only the configurations whose names contain this")
     parser.add_argument("--out", type=Path, default=Path("bench") / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--models", default=None, help="compare these models (comma-separated) instead")
-    parser.add_argument("--seeds", default=None, help="with --models: seeds to average over, e.g. 0,1")
+    parser.add_argument("--seeds", default=None, help="with --models or --variants: seeds to average over, e.g. 0,1")
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -254,25 +257,32 @@ def _setting(text: str) -> object:
 
 
 def compare_variants(args: argparse.Namespace) -> None:
-    """Each ``PROTOCOL key=value,...`` of ``--variants`` on the proxy; a table of final/best test accuracy."""
+    """Each ``PROTOCOL key=value,...`` of ``--variants`` on the proxy, at ``--seed`` or each of ``--seeds``; a
+    table of final and best test accuracy, and the mean over the last 10 rounds (one round's test pass on ~120
+    rows moves by several points), each averaged over the seeds."""
 
     height, width = (int(v) for v in args.size.lower().split("x"))
     data = make_proxy(args.out.parent / "proxy-data", per_class=args.per_class, size=(height, width), seed=1234)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     lines = [
         f"Proxy: digits in {height}x{width} canvases, {args.per_class} per class, {args.clients} clients, "
-        f"{args.epochs} rounds, seed {args.seed}.",
+        f"{args.epochs} rounds, seeds {', '.join(map(str, seeds))} (each row: the mean over them).",
         "",
-        "| protocol | settings | test (best round's) | train | s/round |",
-        "|---|---|---|---|---|",
+        "| protocol | settings | test (best round's) | mean of the last 10 rounds | per seed: test | train | s/round |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n, variant in enumerate(args.variants):
         protocol, _, rest = variant.partition(" ")
         settings = {k.replace("-", "_"): _setting(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
-        result = proxy_run(args, data, protocol, f"{protocol}-{n:02d}", **settings)
-        best = max(r["test_accuracy"] for r in result.metrics)
+        runs = [proxy_run(args, data, protocol, f"{protocol}-{n:02d}-s{seed}", seed=seed, **settings) for seed in seeds]
+        final = [r.test_accuracy for r in runs]
+        best = [max(m["test_accuracy"] for m in r.metrics) for r in runs]
+        last10 = [float(np.mean([m["test_accuracy"] for m in r.metrics[-10:]])) for r in runs]
         line = (
-            f"| {protocol} | {rest or 'defaults'} | {result.test_accuracy:.3f} ({best:.3f}) | "
-            f"{result.summary['train_accuracy']:.3f} | {result.summary['seconds_per_epoch']:.1f} |"
+            f"| {protocol} | {rest or 'defaults'} | {np.mean(final):.3f} ({np.mean(best):.3f}) | {np.mean(last10):.3f} "
+            f"| {' / '.join(f'{v:.3f}' for v in final)} "
+            f"| {np.mean([r.summary['train_accuracy'] for r in runs]):.3f} "
+            f"| {np.mean([r.summary['seconds_per_epoch'] for r in runs]):.1f} |"
         )
         print(line, flush=True)
         lines.append(line)

@@ -104,9 +104,11 @@ def _training_flags(p: argparse.ArgumentParser, spec: Declared | None) -> None:
             default=d.model,
             help="auto: cnn for images under 32 px on their short side, mobilenet from 32 px up; "
             "cnn: compact 4-block CNN; cnn-deep: 5-block VGG-style CNN; cnn-narrow: cnn with an 8-channel waist "
-            "at the end of its third block (default cut 3; --privacy strong); "
+            "at the end of its third block (default cut 3); "
             "mobilenet: 5-block depthwise-separable net; mobilenet-narrow: mobilenet whose last stage ends in a "
             "pool to at most 4x4 and an 8-channel waist, with a small MLP head (default cut 4, after the waist); "
+            "mobilenet-private: mobilenet in 6 blocks, the fifth its global pool and a LayerNorm without weights, "
+            "cut there by default (cut 5: 256 numbers per example leave the client; --privacy strong); "
             "resnet10: small 5-block ResNet; resnet18: torchvision ResNet-18 adapted "
             "to the input's channels (all but resnet18 use GroupNorm); "
             "or a factory of your own, package.module:factory or path/to/file.py:factory, "
@@ -119,9 +121,10 @@ def _training_flags(p: argparse.ArgumentParser, spec: Declared | None) -> None:
             type=int,
             default=None,
             help="number of model blocks on the client side: 1 up to the model's blocks less one (cnn and "
-            "cnn-narrow 4 blocks, cnn-deep, mobilenet, mobilenet-narrow and resnet10 5, resnet18 6); default 1 (the "
-            "first conv block or stem), cnn-narrow 3 and mobilenet-narrow 4 (at the waist), resnet18 2 (after the "
-            "first residual stage, as in SplitFed), a factory its default_cut",
+            "cnn-narrow 4 blocks, cnn-deep, mobilenet, mobilenet-narrow and resnet10 5, mobilenet-private and resnet18 "
+            "6); default 1 (the first conv block or stem), cnn-narrow 3 and mobilenet-narrow 4 (at the waist), "
+            "mobilenet-private 5 (after the pool), resnet18 2 (after the first residual stage, as in SplitFed), a "
+            "factory its default_cut",
         )
     g.add_argument(
         "--seed",
@@ -269,9 +272,10 @@ def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
         "--privacy",
         choices=tuple(PRIVACY_PRESETS),
         default=d.privacy,
-        help=f"a preset for the flags above, --model and --cut, for those left at their defaults: strong = {strong} "
-        "(measured on upscaled digits, where it kept accuracy within 3 points; on a harder proxy it lost 25-51: "
-        "the README's privacy section says what it stops, what not, and at what cost) (default %(default)s)",
+        help="a preset for the flags above, --model, --cut and --lr, for those left at their defaults: "
+        f"strong = {strong} "
+        "(measured on upscaled digits and on the learning-quality proxy, not on real eye crops: the README's "
+        "privacy section says what it stops, what not, and at what cost) (default %(default)s)",
     )
 
 

@@ -43,11 +43,11 @@ class WireSpy(ServerTransport):
         self.inner.close()
 
 
-def first_batch_acts(config: RunConfig) -> torch.Tensor:
+def first_batch_acts(config: RunConfig, cut: int = 1) -> torch.Tensor:
     """What the client half computes on the run's first training batch, before any defence."""
     shard = client_shard(config.data, clients=1, client=0, seed=config.seed)
     rows = batch_order(len(shard.train_y), config.batch_size, seed=config.seed, client=0, round=1, epoch=0)[0]
-    half = split_model(build_model(config.model, shard.shape, len(shard.classes), config.seed), 1)[0]
+    half = split_model(build_model(config.model, shard.shape, len(shard.classes), config.seed), cut)[0]
     with torch.no_grad():
         return half(shard.train_x[rows])
 
@@ -70,6 +70,31 @@ def test_noise_is_added_on_the_client_before_the_activations_are_encoded(tmp_pat
     step = sent.transpose(0, 1).reshape(clean.shape[1], -1).abs().amax(1).reshape(1, -1, 1, 1) / 127
     assert bool(((on_wire - sent).abs() <= step / 2 + 1e-5).all())  # what was quantised was already noised
     assert float((on_wire - clipped).std()) > 0.9  # the server never sees the clean (clipped) activations
+
+
+def test_privacy_strong_sends_each_example_as_256_normalised_numbers_under_its_noise(tmp_path: Path) -> None:
+    """The preset end to end on the built-in digits: mobilenet-private cut after its pool, every example
+    scaled to norm 1 (its LayerNorm gives each the same norm, so the clip bounds none short) and noised
+    before it leaves; the test pass sends noised activations too."""
+    config = RunConfig(protocol="sflv1", clients=1, epochs=1, batch_size=64, seed=5, privacy="strong")
+    assert (config.model, config.cut, config.dp_clip, config.dp_noise) == ("mobilenet-private", 5, 1.0, 0.15)
+    spies: list[WireSpy] = []
+    wrap = lambda inner: spies.append(WireSpy(inner, "forward")) or spies[-1]  # noqa: E731
+    run_in_threads(config, tmp_path, wrap_server=wrap)
+    on_wire = decode(spies[0].frames[0]).tensors["acts"]
+    clean = first_batch_acts(config, cut=5)
+    assert tuple(on_wire.shape) == tuple(clean.shape) == (64, 256)
+    clipped = Defence(clip=1.0).release(clean, None)
+    assert torch.allclose(clipped.norm(dim=1), torch.ones(64), atol=1e-4)
+    noise = torch.randn(clean.shape, generator=noise_generator(5, 0, 1, 0, 0)) * 0.15
+    assert torch.allclose(on_wire, clipped + noise, atol=1e-5)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rounds_done"] == 1 and 0.0 <= summary["test_accuracy"] <= 1.0
+    from splitfed.cli import main  # the attack takes the 256 numbers (a vector, nothing spatial) as they are
+
+    assert main(["attack", str(tmp_path), "--epochs", "1", "--victims", "16"]) == 0
+    report = json.loads((tmp_path / "attack" / "attack.json").read_text())
+    assert report["defences"]["dp_noise"] == 0.15 and -1 <= report["ssim"] <= 1
 
 
 def test_int8_runs_send_about_a_quarter_of_the_bytes(tmp_path: Path) -> None:
@@ -162,7 +187,8 @@ def test_the_flags_are_checked() -> None:
         check_smashed(RunConfig(protocol="fedavg", dp_clip=1.0), get_protocol("fedavg"))
     strong = RunConfig(protocol="sflv1", privacy="strong")
     assert strong.dp_noise > 0 and strong.dp_clip > 0
-    assert (strong.model, strong.cut) == ("cnn-narrow", 3)  # the model and cut the privacy table measured
+    assert (strong.model, strong.cut, strong.lr) == ("mobilenet-private", 5, 2e-3)  # what the tables measured
     assert RunConfig(protocol="sflv1", privacy="strong", model="mobilenet").model == "mobilenet"
     assert RunConfig(protocol="sflv1", privacy="strong", dp_clip=3.0).dp_clip == 3.0  # a given flag wins
+    assert RunConfig(protocol="sflv1", privacy="strong", lr=1e-2).lr == 1e-2
     assert RunConfig.from_dict(strong.to_dict()) == strong  # the server's copy, sent to clients, is the same

@@ -129,10 +129,12 @@ def test_the_flags_are_checked_before_anything_starts() -> None:
         check_run(RunConfig(protocol="sflv1", options={"head_blocks": 2}), spec)
     with pytest.raises(ConfigError, match="--head-blocks"):
         check_run(RunConfig(protocol="sflv2", options={"labels": "client", "head_blocks": 0}), get_protocol("sflv2"))
-    with pytest.raises(ConfigError, match="--privacy strong sets --cut 3 unless you give one"):
+    with pytest.raises(ConfigError, match="--privacy strong sets --cut 5 unless you give one"):
         check_run(RunConfig(protocol="sflv1", privacy="strong", options={"labels": "client"}), spec)
     check_run(RunConfig(protocol="sflv1", cut=2, options={"labels": "client"}), spec)  # 2 + 1 of 4 blocks: fine
-    check_run(RunConfig(protocol="sflv1", cut=2, privacy="strong", options={"labels": "client"}), spec)
+    with pytest.raises(ConfigError, match=r"only \['pool'\] of mobilenet-private, which has no weights"):
+        check_run(RunConfig(protocol="sflv1", cut=4, privacy="strong", options={"labels": "client"}), spec)
+    check_run(RunConfig(protocol="sflv1", cut=3, privacy="strong", options={"labels": "client"}), spec)
 
 
 def test_with_some_clients_per_round_the_sitting_out_clients_catch_up(tmp_path: Path) -> None:
