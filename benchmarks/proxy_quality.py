@@ -274,7 +274,8 @@ def compare_variants(args: argparse.Namespace) -> None:
     for n, variant in enumerate(args.variants):
         protocol, _, rest = variant.partition(" ")
         settings = {k.replace("-", "_"): _setting(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
-        runs = [proxy_run(args, data, protocol, f"{protocol}-{n:02d}-s{seed}", seed=seed, **settings) for seed in seeds]
+        own = [int(settings.pop("seed"))] if "seed" in settings else seeds  # a variant's seed= wins
+        runs = [proxy_run(args, data, protocol, f"{protocol}-{n:02d}-s{seed}", seed=seed, **settings) for seed in own]
         final = [r.test_accuracy for r in runs]
         best = [max(m["test_accuracy"] for m in r.metrics) for r in runs]
         last10 = [float(np.mean([m["test_accuracy"] for m in r.metrics[-10:]])) for r in runs]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitfed.config import RunConfig
+from splitfed.config import PRIVACY_PRESETS, RunConfig
 from splitfed.devices import autocast
 from splitfed.errors import ConfigError
 
@@ -80,7 +80,7 @@ def validate(config: RunConfig, index: Any) -> None:
         try:
             check_head(config.model, cut, head_blocks(config), tuple(index.shape), len(index.classes))
         except ConfigError as exc:
-            if config.privacy == "none":
+            if PRIVACY_PRESETS[config.privacy].get("cut") != config.cut:  # the cut is not the preset's
                 raise
             raise ConfigError(f"{exc} (--privacy {config.privacy} sets --cut {cut} unless you give one)") from None
     check_partition(config, index, config.clients)

@@ -24,6 +24,9 @@ PRIVACY_PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "strong": {"model": "mobilenet-private", "cut": 5, "lr": 2e-3, "dp_clip": 1.0, "dp_noise": 0.15},
 }
+#: a preset's setting that only means something beside another: given only while that other one is at
+#: its default or was set by the preset too (the preset's cut with its model; its lr, tuned with adam)
+PRESET_NEEDS: dict[str, str] = {"cut": "model", "lr": "optimizer"}
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,14 @@ class RunConfig:
         if self.privacy not in PRIVACY_PRESETS:
             raise ConfigError(f"--privacy {self.privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        applied: set[str] = set()
         for name, value in PRIVACY_PRESETS[self.privacy].items():
+            needs = PRESET_NEEDS.get(name)
+            if needs and getattr(self, needs) != defaults[needs] and needs not in applied:
+                continue  # e.g. the preset's cut belongs to the preset's model, not to a --model you chose
             if getattr(self, name) == defaults[name]:
                 object.__setattr__(self, name, value)
+                applied.add(name)
         if self.wire_compress != "none":  # (splitfed.compress loads torch, which `splitfed --help` never does)
             from splitfed.compress import parse_codec
 
@@ -181,7 +189,15 @@ class RunConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        return cls(**data)
+        privacy = data.get("privacy", "none")
+        if privacy not in PRIVACY_PRESETS:
+            raise ConfigError(f"privacy {privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
+        # the saved settings already hold what the preset gave them (or what was given over it): applying
+        # the preset again would change a setting saved at its default value, e.g. a run made under an
+        # earlier version of the preset, whose checkpoint would then no longer match its config
+        config = cls(**{**data, "privacy": "none"})
+        object.__setattr__(config, "privacy", privacy)
+        return config
 
     @classmethod
     def from_file(cls, path: Any) -> RunConfig:

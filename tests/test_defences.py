@@ -188,7 +188,15 @@ def test_the_flags_are_checked() -> None:
     strong = RunConfig(protocol="sflv1", privacy="strong")
     assert strong.dp_noise > 0 and strong.dp_clip > 0
     assert (strong.model, strong.cut, strong.lr) == ("mobilenet-private", 5, 2e-3)  # what the tables measured
-    assert RunConfig(protocol="sflv1", privacy="strong", model="mobilenet").model == "mobilenet"
+    mobilenet = RunConfig(protocol="sflv1", privacy="strong", model="mobilenet")
+    assert (mobilenet.model, mobilenet.cut) == ("mobilenet", None)  # the preset's cut comes with its model only
+    assert RunConfig(protocol="sflv1", privacy="strong", optimizer="sgd").lr == 1e-3  # its lr was tuned with adam
+    # a saved config is taken as saved: a setting at its default value stays (a run under an earlier preset,
+    # lr 1e-3, must resume with the lr its checkpoint was trained with)
+    saved = {**strong.to_dict(), "lr": 1e-3}
+    assert RunConfig.from_dict(saved).lr == 1e-3 and RunConfig.from_dict(saved).privacy == "strong"
+    with pytest.raises(ConfigError, match="privacy 'weak' is not one of"):
+        RunConfig.from_dict({**saved, "privacy": "weak"})
     assert RunConfig(protocol="sflv1", privacy="strong", dp_clip=3.0).dp_clip == 3.0  # a given flag wins
     assert RunConfig(protocol="sflv1", privacy="strong", lr=1e-2).lr == 1e-2
     assert RunConfig.from_dict(strong.to_dict()) == strong  # the server's copy, sent to clients, is the same

@@ -194,7 +194,7 @@ def split_three(model: nn.Sequential, cut: int, head: int) -> tuple[nn.Sequentia
 
 def check_head(name: str, cut: int, head: int, shape: tuple[int, ...], n_classes: int) -> None:
     """``--head-blocks`` leaves the server at least one block between the client's front and head, and
-    weights in those blocks to train (an optimizer over none fails, and it would fail only once training began)."""
+    weights in those blocks (an optimizer over none fails, and it would fail only once training began)."""
     name = architecture(name, shape)
     if name in MODELS:
         with torch.device("meta"):
@@ -202,18 +202,27 @@ def check_head(name: str, cut: int, head: int, shape: tuple[int, ...], n_classes
     else:
         pairs = list(build_model(name, shape, n_classes, seed=0)._modules.items())
     blocks = [b for b, _ in pairs]
+
+    def weighted(c: int) -> bool:  # the server's middle at cut c has weights
+        return any(True for _, block in pairs[c : len(pairs) - head] for _ in block.parameters())
+
+    deepest = max((c for c in range(1, len(pairs) - head) if weighted(c)), default=None)
+    advice = (
+        f"the deepest cut that leaves the server a block with weights is {deepest}"
+        if deepest
+        else f"no cut leaves the server a block with weights with --head-blocks {head}"
+    )
     if head < 1 or cut + head >= len(blocks):
         raise ConfigError(
             f"--head-blocks {head} with --cut {cut} leaves the server no block of {name} ({blocks}): "
             f"with --labels client the client keeps the first --cut blocks and the last --head-blocks, "
-            f"so cut + head-blocks must be at most {len(blocks) - 1}"
+            f"so cut + head-blocks must be at most {len(blocks) - 1}; {advice}"
         )
-    middle = pairs[cut : len(pairs) - head]
-    if not any(p.requires_grad for _, block in middle for p in block.parameters()):
+    if not weighted(cut):
+        middle = [b for b, _ in pairs[cut : len(pairs) - head]]
         raise ConfigError(
-            f"--cut {cut} with --head-blocks {head} leaves the server only {[b for b, _ in middle]} of {name}, "
-            f"which has no weights to train: lower --cut (at most {cut - 1}) so that the server runs a block "
-            "with weights"
+            f"--cut {cut} with --head-blocks {head} leaves the server only {middle} of {name}, which has no "
+            f"weights to train: {advice}"
         )
 
 

@@ -41,9 +41,10 @@ def narrow_cnn(
 ) -> list[tuple[str, nn.Module]]:
     """``cnn`` with a waist: its third block ends in a 1x1 convolution down to ``waist`` channels.
 
-    Built for ``--privacy strong`` (cut 3): what leaves the client is ``waist`` x 4 x 4 numbers per
-    example (128, against 2,048 for ``cnn`` at the same cut), few enough that the preset's noise drowns
-    what a decoder needs to redraw the input while the classes stay apart (README, privacy table).
+    Built for the first ``--privacy strong`` (cut 3; the preset is ``mobilenet-private`` now): what leaves
+    the client is ``waist`` x 4 x 4 numbers per example (128, against 2,048 for ``cnn`` at the same cut), few
+    enough that noise drowns what a decoder needs to redraw the input while the classes stay apart (README,
+    privacy table).
     """
     blocks = dict(compact_cnn(shape, n_classes, width))
     pooled = blocks["conv3"][-1].output_size

@@ -48,7 +48,8 @@ def mobilenet_narrow(
     """``mobilenet`` with a waist: its last stage ends in an average pool to at most 4x4 and a 1x1
     convolution down to ``waist`` channels, and the head is a small MLP on those numbers.
 
-    Built for ``--privacy strong`` at its default cut 4 (after the waist): what leaves the client is at
+    A candidate for ``--privacy strong`` at its default cut 4 (after the waist; README, "On the realistic
+    proxy": the waist cost accuracy, and the preset is ``mobilenet-private``): what leaves the client is at
     most ``waist`` x 4 x 4 numbers per example (128 from 64x128 crops, 64 from 32x64), where ``mobilenet``
     at its default cut sends ``width`` channels at half the input's resolution (65,536 from 64x128).
     """
