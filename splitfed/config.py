@@ -192,10 +192,21 @@ class RunConfig:
         privacy = data.get("privacy", "none")
         if privacy not in PRIVACY_PRESETS:
             raise ConfigError(f"privacy {privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
-        # the saved settings already hold what the preset gave them (or what was given over it): applying
-        # the preset again would change a setting saved at its default value, e.g. a run made under an
-        # earlier version of the preset, whose checkpoint would then no longer match its config
-        config = cls(**{**data, "privacy": "none"})
+        # a saved setting already holds what the preset gave it (or what was given over it): applying the
+        # preset again would change one saved at its default value, e.g. in a run made under an earlier
+        # version of the preset, whose checkpoint would then no longer match its config. So the preset only
+        # fills the settings the file leaves out (a config written by hand), as it fills flags left out
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        preset = PRIVACY_PRESETS[privacy]
+        missing = {k: v for k, v in preset.items() if k not in data}
+
+        def goes_with(needs: str | None) -> bool:  # see PRESET_NEEDS: the setting it needs is the preset's too
+            if needs is None or needs in missing:
+                return True
+            return needs not in preset and data.get(needs) in (None, defaults[needs])
+
+        missing = {k: v for k, v in missing.items() if goes_with(PRESET_NEEDS.get(k))}
+        config = cls(**{**missing, **data, "privacy": "none"})
         object.__setattr__(config, "privacy", privacy)
         return config
 

@@ -195,6 +195,9 @@ def test_the_flags_are_checked() -> None:
     # lr 1e-3, must resume with the lr its checkpoint was trained with)
     saved = {**strong.to_dict(), "lr": 1e-3}
     assert RunConfig.from_dict(saved).lr == 1e-3 and RunConfig.from_dict(saved).privacy == "strong"
+    by_hand = RunConfig.from_dict({"protocol": "sflv1", "privacy": "strong", "lr": 1e-3})  # what it leaves out
+    assert (by_hand.model, by_hand.cut, by_hand.dp_noise, by_hand.lr) == ("mobilenet-private", 5, 0.15, 1e-3)
+    assert RunConfig.from_dict({"protocol": "sflv1", "privacy": "strong", "model": "cnn"}).cut is None
     with pytest.raises(ConfigError, match="privacy 'weak' is not one of"):
         RunConfig.from_dict({**saved, "privacy": "weak"})
     assert RunConfig(protocol="sflv1", privacy="strong", dp_clip=3.0).dp_clip == 3.0  # a given flag wins
