@@ -80,8 +80,8 @@ def validate(config: RunConfig, index: Any) -> None:
         try:
             check_head(config.model, cut, head_blocks(config), tuple(index.shape), len(index.classes))
         except ConfigError as exc:
-            if PRIVACY_PRESETS[config.privacy].get("cut") != config.cut:  # the cut is not the preset's
-                raise
+            if config.privacy == "none" or PRIVACY_PRESETS[config.privacy].get("cut") != config.cut:
+                raise  # no preset, or a cut that is not the preset's
             raise ConfigError(f"{exc} (--privacy {config.privacy} sets --cut {cut} unless you give one)") from None
     check_partition(config, index, config.clients)
 

@@ -123,8 +123,13 @@ def test_with_int8_bf16_and_defences_it_still_learns(tmp_path: Path) -> None:
 
 def test_the_flags_are_checked_before_anything_starts() -> None:
     spec = get_protocol("sflv1")
-    with pytest.raises(ConfigError, match="leaves the server no block"):
+    with pytest.raises(ConfigError, match="leaves the server no block") as refused:
         check_run(RunConfig(protocol="sflv1", cut=2, options={"labels": "client", "head_blocks": 2}), spec)
+    assert "--privacy" not in str(refused.value)  # no preset set that cut
+    with pytest.raises(ConfigError, match=r"the deepest cut that leaves the server a block with weights is 2$"):
+        check_run(RunConfig(protocol="sflv1", cut=3, options={"labels": "client"}), spec)
+    with pytest.raises(ConfigError, match=r"no cut leaves the server a block with weights with --head-blocks 3$"):
+        check_run(RunConfig(protocol="sflv1", options={"labels": "client", "head_blocks": 3}), spec)
     with pytest.raises(ConfigError, match="--head-blocks applies with --labels client only"):
         check_run(RunConfig(protocol="sflv1", options={"head_blocks": 2}), spec)
     with pytest.raises(ConfigError, match="--head-blocks"):
