@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,18 @@ PRIVACY_PRESETS: dict[str, dict[str, Any]] = {
 #: a preset's setting that only means something beside another: given only while that other one is at
 #: its default or was set by the preset too (the preset's cut with its model; its lr, tuned with adam)
 PRESET_NEEDS: dict[str, str] = {"cut": "model", "lr": "optimizer"}
+
+
+def preset_settings(privacy: str, left_out: Callable[[str], bool]) -> dict[str, Any]:
+    """What ``--privacy privacy`` gives: each of its settings that ``left_out`` says was left out, where the
+    setting it needs (:data:`PRESET_NEEDS`) was left out too."""
+    if privacy not in PRIVACY_PRESETS:
+        raise ConfigError(f"--privacy {privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
+    return {
+        name: value
+        for name, value in PRIVACY_PRESETS[privacy].items()
+        if left_out(name) and (name not in PRESET_NEEDS or left_out(PRESET_NEEDS[name]))
+    }
 
 
 @dataclass(frozen=True)
@@ -155,17 +168,9 @@ class RunConfig:
 
     def _check_privacy(self) -> None:
         """Apply ``--privacy`` to the settings left at their defaults, then check them."""
-        if self.privacy not in PRIVACY_PRESETS:
-            raise ConfigError(f"--privacy {self.privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        applied: set[str] = set()
-        for name, value in PRIVACY_PRESETS[self.privacy].items():
-            needs = PRESET_NEEDS.get(name)
-            if needs and getattr(self, needs) != defaults[needs] and needs not in applied:
-                continue  # e.g. the preset's cut belongs to the preset's model, not to a --model you chose
-            if getattr(self, name) == defaults[name]:
-                object.__setattr__(self, name, value)
-                applied.add(name)
+        for name, value in preset_settings(self.privacy, lambda n: getattr(self, n) == defaults[n]).items():
+            object.__setattr__(self, name, value)
         if self.wire_compress != "none":  # (splitfed.compress loads torch, which `splitfed --help` never does)
             from splitfed.compress import parse_codec
 
@@ -190,23 +195,18 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
         privacy = data.get("privacy", "none")
-        if privacy not in PRIVACY_PRESETS:
-            raise ConfigError(f"privacy {privacy!r} is not one of {tuple(PRIVACY_PRESETS)}")
         # a saved setting already holds what the preset gave it (or what was given over it): applying the
         # preset again would change one saved at its default value, e.g. in a run made under an earlier
         # version of the preset, whose checkpoint would then no longer match its config. So the preset only
         # fills the settings the file leaves out (a config written by hand), as it fills flags left out
+        # (a setting the preset does not give, such as the optimizer its lr needs, is left out at its default too)
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        preset = PRIVACY_PRESETS[privacy]
-        missing = {k: v for k, v in preset.items() if k not in data}
+        preset = PRIVACY_PRESETS.get(privacy, {})
 
-        def goes_with(needs: str | None) -> bool:  # see PRESET_NEEDS: the setting it needs is the preset's too
-            if needs is None or needs in missing:
-                return True
-            return needs not in preset and data.get(needs) in (None, defaults[needs])
+        def left_out(name: str) -> bool:
+            return name not in data if name in preset else data.get(name, defaults[name]) == defaults[name]
 
-        missing = {k: v for k, v in missing.items() if goes_with(PRESET_NEEDS.get(k))}
-        config = cls(**{**missing, **data, "privacy": "none"})
+        config = cls(**{**preset_settings(privacy, left_out), **data, "privacy": "none"})
         object.__setattr__(config, "privacy", privacy)
         return config
 
