@@ -206,23 +206,23 @@ def check_head(name: str, cut: int, head: int, shape: tuple[int, ...], n_classes
     def weighted(c: int) -> bool:  # the server's middle at cut c has weights
         return any(True for _, block in pairs[c : len(pairs) - head] for _ in block.parameters())
 
-    deepest = max((c for c in range(1, len(pairs) - head) if weighted(c)), default=None)
-    advice = (
-        f"the deepest cut that leaves the server a block with weights is {deepest}"
-        if deepest
-        else f"no cut leaves the server a block with weights with --head-blocks {head}"
-    )
+    def advice() -> str:  # for the errors only
+        deepest = max((c for c in range(1, len(pairs) - head) if weighted(c)), default=None)
+        if deepest:
+            return f"the deepest cut that leaves the server a block with weights is {deepest}"
+        return f"no cut leaves the server a block with weights with --head-blocks {head}"
+
     if head < 1 or cut + head >= len(blocks):
         raise ConfigError(
             f"--head-blocks {head} with --cut {cut} leaves the server no block of {name} ({blocks}): "
             f"with --labels client the client keeps the first --cut blocks and the last --head-blocks, "
-            f"so cut + head-blocks must be at most {len(blocks) - 1}; {advice}"
+            f"so cut + head-blocks must be at most {len(blocks) - 1}; {advice()}"
         )
     if not weighted(cut):
         middle = [b for b, _ in pairs[cut : len(pairs) - head]]
         raise ConfigError(
             f"--cut {cut} with --head-blocks {head} leaves the server only {middle} of {name}, which has no "
-            f"weights to train: {advice}"
+            f"weights to train: {advice()}"
         )
 
 
