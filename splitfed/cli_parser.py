@@ -273,7 +273,7 @@ def _privacy_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
         choices=tuple(PRIVACY_PRESETS),
         default=d.privacy,
         help="a preset for the flags above, --model, --cut and --lr, for those left at their defaults: "
-        f"strong = {strong} "
+        f"strong = {strong} (its cut only with its model, its lr only with the default optimizer) "
         "(measured on upscaled digits and on the learning-quality proxy, not on real eye crops: the README's "
         "privacy section says what it stops, what not, and at what cost) (default %(default)s)",
     )
